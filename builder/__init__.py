@@ -1,0 +1,1 @@
+"""Buildfile AST to images: stages, context, cache keys, steps through runner, commits through layerstore."""

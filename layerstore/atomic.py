@@ -1,0 +1,56 @@
+"""The one way pybuild writes a file in the store: temp file, write, fsync, rename, fsync the
+directory.
+
+A reader sees either the old file or the complete new one, and after a crash the new name exists
+only if its contents reached the disk. Temp files are created in a directory on the same
+filesystem as the target (the store's `tmp/`, or the target's own directory), so the rename is
+atomic; a crash leaves at most a temp file for gc.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(path: Path, *, tmp_dir: Path | None = None, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file; when the block ends without an exception its contents replace `path`
+    atomically and durably. On an exception the temp file is removed and `path` is untouched.
+
+    `tmp_dir` must be on the same filesystem as `path` (default: `path`'s directory).
+    """
+    directory = path.parent
+    staging = tmp_dir or directory
+    fd, tmp_name = tempfile.mkstemp(dir=staging, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(directory)
+
+
+def atomic_write(path: Path, data: bytes, *, tmp_dir: Path | None = None, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically and durably (see `atomic_writer`)."""
+    with atomic_writer(path, tmp_dir=tmp_dir, mode=mode) as f:
+        f.write(data)

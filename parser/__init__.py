@@ -1,0 +1,1 @@
+"""Buildfile text to a typed AST: pure, no I/O beyond reading the text."""

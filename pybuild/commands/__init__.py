@@ -1,0 +1,1 @@
+"""One module per group of CLI commands, imported only when its command runs."""

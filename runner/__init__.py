@@ -1,0 +1,1 @@
+"""The kernel side: namespaces, mounts, overlay, cgroups and the container lifecycle."""

@@ -1,0 +1,58 @@
+"""The CLI shell: global options, implied `build`, and how errors reach the user."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pybuild.cli import COMMANDS, imply_build
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pybuild", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert f"  {name} " in proc.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from pybuild.cli import main\n"
+         "try:\n  main(['--help'])\nexcept SystemExit: pass\n"
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'parser','builder','runner','layerstore','lark','zstandard'} or m.startswith('pybuild.commands.')))"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("pybuild, version ")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["-f", "B", "-t", "x", "."], ["build", "-f", "B", "-t", "x", "."]),
+        (["--root", "/r", "-t", "x", "."], ["--root", "/r", "build", "-t", "x", "."]),
+        (["--root=/r", "--debug", "."], ["--root=/r", "--debug", "build", "."]),
+        (["images"], ["images"]),
+        (["--debug", "run", "--rm", "x"], ["--debug", "run", "--rm", "x"]),
+        (["--help"], ["--help"]),
+        ([], []),
+    ],
+)
+def test_build_is_implied_when_no_command_word(args: list[str], expected: list[str]) -> None:
+    assert imply_build(args) == expected
+
+
+def test_unknown_option_is_one_error_line_and_exit_1() -> None:
+    proc = run("--no-such-option-anywhere", "images")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr
