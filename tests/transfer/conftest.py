@@ -1,0 +1,96 @@
+"""Fixtures for moving images: real registries (open, htpasswd Basic, Bearer tokens), the token
+server, a fault-injecting proxy, and auth files kept out of the user's home.
+
+The registries are started once per module and killed in `finally`; each test pushes to its own
+repository names (`unique_repo`) so tests sharing a registry do not see each other's images.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import FaultProxy, Registry, TokenServer, htpasswd_auth
+
+USER, PASSWORD = "pybuild", "s3cret-pass"
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (dev/install --test installs it)")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry without auth."""
+    _need("docker-registry")
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry with htpasswd (bcrypt) Basic auth for USER/PASSWORD."""
+    _need("docker-registry")
+    _need("htpasswd")
+    work = tmp_path_factory.mktemp("basic-registry")
+    reg = Registry(work, auth=htpasswd_auth(work, {USER: PASSWORD}))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
+    _need("openssl")
+    server = TokenServer(tmp_path_factory.mktemp("token-server"), users={USER: PASSWORD})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: TokenServer) -> Iterator[Registry]:
+    """A registry that wants Bearer tokens from `token_server`."""
+    _need("docker-registry")
+    reg = Registry(tmp_path_factory.mktemp("token-registry"), auth=token_server.auth_config())
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of `registry` (127.0.0.1, so plain http)."""
+    p = FaultProxy(registry.host)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def unique_repo() -> str:
+    return f"test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def private_auth_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every auth file at this test's temp dir (for this process and the pybuild it runs)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    return home
