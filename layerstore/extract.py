@@ -1,0 +1,304 @@
+"""Layer tar -> directory: our own extractor, safe against hostile archives.
+
+Never `tarfile.extractall` (its `data` filter has been escaped; ../shared/reference/peer-tools.md).
+Rules (DESIGN.md section 3), each a refusal with one error line naming the entry:
+- no absolute names, no `..` component, no NUL, no empty names;
+- every parent directory is opened with O_NOFOLLOW relative to its own parent's descriptor, so
+  nothing is ever written through a symlink, whatever the archive did before;
+- hardlink targets obey the same rules and must already exist in this layer (and not be directories);
+- a path may not change between directory and non-directory within one layer;
+- `.wh.NAME` becomes an overlay whiteout (character device 0/0) named NAME, which must be a plain
+  name (`.wh..`, `.wh.` are refused); `.wh..wh..opq` marks its directory opaque;
+- only `security.capability` and `user.*` extended attributes are applied;
+- directory modes, owners and times are applied last, deepest first.
+
+Device nodes are legitimate in a layer (a root file system has /dev/null). As root they are created
+with mknod, always inside the target (the rules above); unprivileged, mknod is not allowed, so they
+are skipped and counted in `Extracted.skipped_devices` (rootless Podman does the same). Whiteouts
+cannot be skipped without changing the layer's meaning, so unprivileged extraction of a layer with
+whiteouts is refused.
+
+The caller extracts into a new empty directory and publishes it (rename) only after the digests are
+checked; a refusal leaves just that temp directory for the caller to remove.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xattr
+
+from layerstore.layer_tar import OPAQUE_MARKER, WHITEOUT_PREFIX, keep_xattr
+from layerstore.tar_format import (
+    BLOCKDEV,
+    CHAR,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    TarEntry,
+    TarReader,
+    show_name,
+)
+from pybuild.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_AUFS_META = b".wh..wh."  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): ignored, as Docker does
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+class UnsafeLayer(StoreError):
+    """A layer archive entry that would write outside its directory or break a layer rule."""
+
+
+@dataclass
+class Extracted:
+    """What an extraction did."""
+
+    entries: int = 0
+    skipped_devices: int = 0
+    skipped_xattrs: int = 0
+    dirs: list[tuple[tuple[bytes, ...], TarEntry]] = field(default_factory=list, repr=False)
+
+
+def split_name(name: bytes) -> tuple[bytes, ...]:
+    """The components of an archive name, or UnsafeLayer if it could leave the target."""
+    if not name:
+        raise UnsafeLayer("empty entry name")
+    shown = show_name(name)
+    if b"\0" in name:
+        raise UnsafeLayer(f"{shown}: NUL in entry name")
+    if name.startswith(b"/"):
+        raise UnsafeLayer(f"{shown}: absolute path in layer")
+    parts = tuple(p for p in name.split(b"/") if p not in (b"", b"."))
+    if b".." in parts:
+        raise UnsafeLayer(f"{shown}: '..' in path would leave the layer")
+    return parts
+
+
+class _Dirs:
+    """Directory descriptors of the current path, opened one component at a time with
+    O_NOFOLLOW from the target's own descriptor. Only the current chain is kept open."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self._chain: list[tuple[bytes, int]] = []
+
+    def open(self, parts: tuple[bytes, ...], *, create: bool, shown: str) -> int:
+        k = 0
+        while k < len(self._chain) and k < len(parts) and self._chain[k][0] == parts[k]:
+            k += 1
+        for _, fd in self._chain[k:]:
+            os.close(fd)
+        del self._chain[k:]
+        for name in parts[k:]:
+            parent = self._chain[-1][1] if self._chain else self.root_fd
+            self._chain.append((name, open_dir(parent, name, create=create, shown=shown)))
+        return self._chain[-1][1] if self._chain else self.root_fd
+
+    def close(self) -> None:
+        self.open((), create=False, shown="")
+
+
+def open_dir(parent: int, name: bytes, *, create: bool, shown: str) -> int:
+    """Open directory `name` in `parent` without following a symlink; create it (0755) if absent
+    and `create`."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise UnsafeLayer(f"{shown}: {show_name(name)} does not exist in the layer") from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeLayer(f"{shown}: path goes through {show_name(name)}, which is not a directory (a symlink?)") from None
+        raise
+    os.mkdir(name, 0o700, dir_fd=parent)
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    os.fchmod(fd, 0o755)
+    return fd
+
+
+def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) -> Extracted:
+    """Extract every entry of `reader` into `target`, an existing empty directory.
+
+    `privileged` (default: running as root) decides ownership, device nodes and whiteouts.
+    Raises UnsafeLayer (or another StoreError) on the first entry that breaks a rule.
+    """
+    if privileged is None:
+        privileged = os.geteuid() == 0
+    root_fd = os.open(target, _DIR_FLAGS)
+    dirs = _Dirs(root_fd)
+    done = Extracted()
+    try:
+        for entry in reader:
+            done.entries += 1
+            try:
+                _extract_one(entry, reader, dirs, done, privileged)
+            except OSError as e:
+                raise StoreError(f"{show_name(entry.name)}: cannot extract: {e.strerror}") from None
+        dirs.close()
+        for parts, entry in sorted(done.dirs, key=lambda d: -len(d[0])):
+            fd = os.dup(root_fd) if not parts else dirs.open(parts, create=False, shown=show_name(entry.name))
+            try:
+                _apply_metadata(fd, entry, privileged, done)
+            finally:
+                if not parts:
+                    os.close(fd)
+        dirs.close()
+    finally:
+        dirs.close()
+        os.close(root_fd)
+    return done
+
+
+def _extract_one(entry: TarEntry, reader: TarReader, dirs: _Dirs, done: Extracted, privileged: bool) -> None:
+    shown = show_name(entry.name)
+    parts = split_name(entry.name)
+    if any(p.startswith(_AUFS_META) and p != OPAQUE_MARKER for p in parts):
+        log.debug("skipping aufs metadata %s", shown)
+        return
+    if not parts:
+        if entry.type != DIRECTORY:
+            raise UnsafeLayer(f"{shown}: the layer root must be a directory")
+        done.dirs.append(((), entry))
+        return
+    *parent, base = parts
+    if entry.type == HARDLINK and base.startswith(WHITEOUT_PREFIX):
+        raise UnsafeLayer(f"{shown}: a whiteout cannot be a hardlink")
+    dir_fd = dirs.open(tuple(parent), create=True, shown=shown)
+    if base == OPAQUE_MARKER:
+        if not privileged:
+            raise UnsafeLayer(f"{shown}: opaque directories need root to unpack")
+        xattr.set(dir_fd, OPAQUE_XATTR, b"y")
+        return
+    if base.startswith(WHITEOUT_PREFIX):
+        hidden = base[len(WHITEOUT_PREFIX):]
+        if hidden in (b"", b".", b"..") or hidden.startswith(WHITEOUT_PREFIX):
+            raise UnsafeLayer(f"{shown}: whiteout of {show_name(hidden) or 'nothing'!r} is not a plain name")
+        if not privileged:
+            raise UnsafeLayer(f"{shown}: overlay whiteouts need root to unpack")
+        _make_room(dir_fd, hidden, CHAR, shown)
+        os.mknod(hidden, stat.S_IFCHR | 0o000, 0, dir_fd=dir_fd)
+        return
+    _make_room(dir_fd, base, entry.type, shown)
+    if entry.type == DIRECTORY:
+        try:
+            os.mkdir(base, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass  # seen before (implicitly or explicitly): metadata is applied last
+        done.dirs.append((parts, entry))
+    elif entry.type == REGULAR:
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            for chunk in reader.data():
+                _write_all(fd, chunk)
+            _apply_metadata(fd, entry, privileged, done)
+        finally:
+            os.close(fd)
+    elif entry.type == SYMLINK:
+        if not entry.linkname or b"\0" in entry.linkname:
+            raise UnsafeLayer(f"{shown}: symlink with an empty or NUL target")
+        os.symlink(entry.linkname, base, dir_fd=dir_fd)
+        if privileged:
+            os.chown(base, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+        _utime(base, dir_fd, entry.mtime)
+    elif entry.type == HARDLINK:
+        _hardlink(entry, dirs, dir_fd, base, shown)
+    elif entry.type in (CHAR, BLOCKDEV, FIFO):
+        if entry.type != FIFO and not privileged:
+            done.skipped_devices += 1
+            log.info("%s: device node skipped (unprivileged)", shown)
+            return
+        kind = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[entry.type]
+        os.mknod(base, kind | 0o600, os.makedev(entry.devmajor, entry.devminor), dir_fd=dir_fd)
+        if privileged:
+            os.chown(base, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.chmod(base, stat.S_IMODE(entry.mode), dir_fd=dir_fd)  # ours, just made: not a symlink
+        _set_xattrs(f"/proc/self/fd/{dir_fd}/{os.fsdecode(base)}", entry, done)
+        _utime(base, dir_fd, entry.mtime)
+
+
+def _make_room(dir_fd: int, base: bytes, new_type: bytes, shown: str) -> None:
+    """Allow a later entry to replace an earlier non-directory of the same name (tar semantics);
+    refuse a change between directory and non-directory."""
+    try:
+        st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode) or new_type == DIRECTORY:
+        if stat.S_ISDIR(st.st_mode) and new_type == DIRECTORY:
+            return
+        raise UnsafeLayer(f"{shown}: entry replaces a {'directory' if stat.S_ISDIR(st.st_mode) else 'file'} of the same name")
+    os.unlink(base, dir_fd=dir_fd)
+
+
+def _hardlink(entry: TarEntry, dirs: _Dirs, dir_fd: int, base: bytes, shown: str) -> None:
+    target = split_name(entry.linkname)
+    if not target:
+        raise UnsafeLayer(f"{shown}: hardlink to the layer root")
+    *tparent, tbase = target
+    # A separate walk: the target's parents must be real directories of this layer too.
+    fds: list[int] = []
+    try:
+        parent_fd = dirs.root_fd
+        for name in tparent:
+            parent_fd = open_dir(parent_fd, name, create=False, shown=shown)
+            fds.append(parent_fd)
+        try:
+            st = os.stat(tbase, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise UnsafeLayer(f"{shown}: hardlink to {show_name(entry.linkname)}, which is not in the layer") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise UnsafeLayer(f"{shown}: hardlink to a directory")
+        if st.st_nlink >= 60000:
+            raise UnsafeLayer(f"{shown}: too many hardlinks to {show_name(entry.linkname)}")
+        os.link(tbase, base, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _utime(base: bytes, dir_fd: int, mtime: int) -> None:
+    ns = mtime * 1_000_000_000
+    os.utime(base, ns=(ns, ns), dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _apply_metadata(fd: int, entry: TarEntry, privileged: bool, done: Extracted) -> None:
+    """Owner, then mode (chown clears setuid bits), xattrs, times: on an open file or directory."""
+    if privileged:
+        os.fchown(fd, entry.uid, entry.gid)
+    os.fchmod(fd, stat.S_IMODE(entry.mode))
+    _set_xattrs(fd, entry, done)
+    ns = entry.mtime * 1_000_000_000
+    os.utime(fd, ns=(ns, ns))
+
+
+def _set_xattrs(target: int | str, entry: TarEntry, done: Extracted) -> None:
+    for key, value in _kept(entry.xattrs):
+        try:
+            xattr.set(target, key, value)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
+                raise
+            done.skipped_xattrs += 1
+            log.info("%s: extended attribute %s not applied: %s", show_name(entry.name), key, e.strerror)
+
+
+def _kept(pairs: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [(k, v) for k, v in pairs if keep_xattr(k.encode("utf-8", "surrogateescape"))]

@@ -1,0 +1,187 @@
+"""Garbage collection: mark from the roots, sweep what is unreachable and older than a grace period.
+
+Roots: every tag, every build-cache entry, and every container's image. The rule agreed with the
+runner: `containers/<id>/state.json` names its image's manifest digest as `"image_digest"` (the
+key `"image"` is also read when it holds a digest); as long as the directory exists, that image and
+everything it needs stay. From each root image we mark its manifest, config and layer blobs, the
+other stored compressions of its layers (`layers/<diff>.json`), its unpacked layers, and its commit
+chain (parents), as git keeps a branch's ancestors.
+
+gc runs under the exclusive store lock, so no other pybuild process is between writing an object and
+referencing it; the grace period (by the later of mtime and ctime) also protects objects that a
+process working without the lock has just written. Everything in `tmp/` older than the grace period
+is an orphan of a dead process (its owner's shared lock is gone) and is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from layerstore.digests import is_digest, is_hex
+from layerstore.layers import remove_tree
+from layerstore.store import Store
+from pybuild.errors import PybuildError
+
+log = logging.getLogger(__name__)
+DEFAULT_GRACE_SECONDS = 3600
+
+
+@dataclass
+class Freed:
+    """What a gc removed (or, with dry_run, would remove)."""
+
+    blobs: int = 0
+    blob_bytes: int = 0
+    commits: int = 0
+    layer_records: int = 0
+    unpacked: int = 0
+    cache_entries: int = 0
+    tmp_entries: int = 0
+    items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Live:
+    manifests: set[str] = field(default_factory=set)
+    blobs: set[str] = field(default_factory=set)
+    diff_ids: set[str] = field(default_factory=set)
+
+
+def container_images(store: Store) -> dict[str, str]:
+    """container id -> image manifest digest, from `containers/<id>/state.json`."""
+    out = {}
+    root = store.layout.containers
+    if not root.is_dir():
+        return out
+    for entry in sorted(os.listdir(root)):
+        try:
+            doc = json.loads((root / entry / "state.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        for key in ("image_digest", "image"):
+            value = doc.get(key)
+            if isinstance(value, str) and is_digest(value):
+                out[entry] = value
+                break
+    return out
+
+
+def containers_using(store: Store, manifest_digest: str) -> list[str]:
+    """Ids of the containers whose image is `manifest_digest`."""
+    return [cid for cid, digest in container_images(store).items() if digest == manifest_digest]
+
+
+def roots(store: Store, *, include_cache: bool = True) -> set[str]:
+    found = {t.digest for t in store.tags.all()}
+    if include_cache:
+        found |= {digest for _key, digest in store.cache.items() if is_digest(digest)}
+    found |= set(container_images(store).values())
+    return found
+
+
+def mark(store: Store, start: set[str]) -> Live:
+    live = Live()
+    pending = list(start)
+    while pending:
+        digest = pending.pop()
+        if digest in live.manifests:
+            continue
+        live.manifests.add(digest)
+        live.blobs.add(digest)
+        try:
+            image = store.images.get(digest)
+        except PybuildError as e:  # damaged or missing: keep what we can name, fsck reports it
+            log.info("gc: cannot read image %s: %s", digest, e)
+            continue
+        live.blobs.add(image.id)
+        for layer in image.layers:
+            live.blobs.add(layer.digest)
+            live.diff_ids.add(layer.diff_id)
+            record = store.layout.layer_record(layer.diff_id)
+            try:
+                doc = json.loads(record.read_bytes())
+                live.blobs.update(b["digest"] for b in doc.get("blobs", []) if is_digest(b.get("digest", "")))
+            except (OSError, ValueError, AttributeError, TypeError):
+                pass
+        if image.parent and is_digest(image.parent):
+            pending.append(image.parent)
+    return live
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0.0
+    return now - max(st.st_mtime, st.st_ctime)
+
+
+def collect(store: Store, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, prune_cache: bool = False, dry_run: bool = False) -> Freed:
+    """Remove what no root reaches and is older than `grace_seconds`. The caller holds the
+    exclusive store lock (`Store.open(root, exclusive=True)`)."""
+    now = time.time()
+    freed = Freed()
+    layout = store.layout
+
+    def old(path: Path) -> bool:
+        return _age(path, now) >= grace_seconds
+
+    for key, digest in list(store.cache.items()):
+        if prune_cache or not is_digest(digest) or not store.blobs.has(digest):
+            freed.cache_entries += 1
+            freed.items.append(f"cache entry {key}")
+            if not dry_run:
+                store.cache.delete(key)
+    live = mark(store, roots(store, include_cache=not prune_cache))
+    for digest in list(store.blobs.all()):
+        path = store.blobs.path(digest)
+        if digest not in live.blobs and old(path):
+            size = path.stat().st_size
+            freed.blobs += 1
+            freed.blob_bytes += size
+            freed.items.append(f"blob {digest} ({size} bytes)")
+            if not dry_run:
+                path.unlink(missing_ok=True)
+    for name in sorted(os.listdir(layout.commits)):
+        path = layout.commits / name
+        if is_hex(name) and "sha256:" + name not in live.manifests and old(path):
+            freed.commits += 1
+            freed.items.append(f"commit sha256:{name}")
+            if not dry_run:
+                path.unlink(missing_ok=True)
+    for name in sorted(os.listdir(layout.layers)):
+        path = layout.layers / name
+        hex_ = name.removesuffix(".json").removesuffix(".lock")
+        if is_hex(hex_) and "sha256:" + hex_ not in live.diff_ids and old(path):
+            freed.layer_records += 1
+            freed.items.append(f"layer record {name}")
+            if not dry_run:
+                path.unlink(missing_ok=True)
+    for name in sorted(os.listdir(layout.unpacked)):
+        path = layout.unpacked / name
+        if is_hex(name) and "sha256:" + name not in live.diff_ids and old(path):
+            freed.unpacked += 1
+            freed.items.append(f"unpacked layer {name}")
+            if not dry_run:
+                remove_tree(path, layout.tmp)
+    for name in sorted(os.listdir(layout.tmp)):
+        path = layout.tmp / name
+        if old(path):
+            freed.tmp_entries += 1
+            freed.items.append(f"temp {name}")
+            if not dry_run:
+                if path.is_dir() and not path.is_symlink():
+                    remove_tree(path, layout.tmp)
+                else:
+                    path.unlink(missing_ok=True)
+    if not dry_run:
+        store.tags.write_index()
+    return freed
+

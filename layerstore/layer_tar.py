@@ -1,0 +1,251 @@
+"""Directory (or overlay upper directory) -> layer tar, deterministically and in one streaming pass.
+
+The rules (DESIGN.md section 3) make the same tree give the same bytes on any machine:
+PAX format, relative names, entries sorted bytewise per directory with whiteouts first, numeric
+ids with empty user and group names, integer mtimes clamped to SOURCE_DATE_EPOCH when it is set,
+hardlinks pointing at the first path (in that order) of their inode, sockets skipped. Overlay
+whiteouts (character devices 0/0) become `.wh.NAME` entries and opaque directories get a
+`.wh..wh..opq` entry after their own. Only `security.capability` and `user.*` extended attributes
+are kept (never the overlay's own `*.overlay.*`).
+
+Memory stays bounded whatever the tree's size: contents stream in READ_SIZE chunks, and only one
+directory listing per level of depth and the inode map of multiply-linked files are held.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import xattr
+
+from layerstore.tar_format import (
+    BLOCKDEV,
+    CHAR,
+    DIRECTORY,
+    END_OF_ARCHIVE,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    TarEntry,
+    encode_header,
+    padding,
+    show_name,
+)
+from pybuild.errors import StoreError
+
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_MARKER = b".wh..wh..opq"
+OPAQUE_XATTRS = (b"trusted.overlay.opaque", b"user.overlay.opaque")
+READ_SIZE = 1 << 20
+_BUFFER = 1 << 20
+
+Sink = Callable[[bytes | bytearray | memoryview], object]
+
+
+class WhiteoutNameError(StoreError):
+    """A real file whose name starts with `.wh.`: a layer cannot carry it (it means a deletion)."""
+
+
+@dataclass(frozen=True)
+class _Node:
+    rel: bytes  # path relative to the root, no leading ./
+    st: os.stat_result
+
+    @property
+    def is_whiteout(self) -> bool:
+        # the kernel shares one whiteout inode: test for it before hardlinks
+        return stat.S_ISCHR(self.st.st_mode) and self.st.st_rdev == 0
+
+
+def keep_xattr(name: bytes) -> bool:
+    """Which extended attributes a layer carries: file capabilities and user attributes, never
+    the overlay's bookkeeping (`trusted.overlay.*`, `user.overlay.*`)."""
+    if b".overlay." in name or name.startswith(b"trusted.overlay"):
+        return False
+    return name == b"security.capability" or name.startswith(b"user.")
+
+
+def clamp_mtime(mtime_ns: int, source_date_epoch: int | None) -> int:
+    seconds = mtime_ns // 1_000_000_000
+    if source_date_epoch is not None and seconds > source_date_epoch:
+        return source_date_epoch
+    return max(seconds, 0)
+
+
+def _children(root: bytes, rel: bytes) -> list[_Node]:
+    """A directory's entries in layer order: whiteouts first, then bytewise by name."""
+    base = os.path.join(root, rel) if rel else root
+    nodes = []
+    with os.scandir(base) as it:
+        for d in it:
+            child = rel + b"/" + d.name if rel else d.name
+            nodes.append(_Node(child, d.stat(follow_symlinks=False)))
+    nodes.sort(key=lambda n: (not n.is_whiteout, os.path.basename(n.rel)))
+    return nodes
+
+
+def walk(root: bytes) -> Iterator[_Node]:
+    """Every path below `root` (not `root` itself) in layer order, depth first, a directory before
+    its contents. Iterative, so depth is not limited by Python's recursion limit."""
+    stack = [iter(_children(root, b""))]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        yield node
+        if stat.S_ISDIR(node.st.st_mode):
+            stack.append(iter(_children(root, node.rel)))
+
+
+def _xattrs(path: bytes) -> tuple[tuple[str, bytes], ...]:
+    try:
+        names = xattr.list(path, nofollow=True)
+    except OSError:
+        return ()
+    kept = []
+    for name in sorted(names):
+        if keep_xattr(name):
+            try:
+                kept.append((name.decode("utf-8", "surrogateescape"), xattr.get(path, name, nofollow=True)))
+            except OSError:
+                continue  # removed meanwhile
+    return tuple(kept)
+
+
+def _is_opaque(path: bytes) -> bool:
+    for name in OPAQUE_XATTRS:
+        try:
+            if xattr.get(path, name, nofollow=True) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class _BufferedSink:
+    """Coalesces header-sized writes into large ones before they reach the hashing and
+    compressing sink (one sha256/zstd call per megabyte, not per 512 bytes)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._buf = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) >= _BUFFER:
+            self.flush()
+            self._sink(data)
+            return
+        self._buf += data
+        if len(self._buf) >= _BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._sink(bytes(self._buf))
+            self._buf.clear()
+
+
+def write_tree(root: str | os.PathLike[str], sink: Sink, *, source_date_epoch: int | None = None) -> int:
+    """Write the layer tar of the tree at `root` to `sink` (called with successive chunks, which it
+    must consume before returning) and return the number of entries.
+
+    Raises WhiteoutNameError for a real `.wh.*` file, StoreError if a file shrinks while read.
+    """
+    root_b = os.fsencode(root)
+    out = _BufferedSink(sink)
+    first_path: dict[tuple[int, int], bytes] = {}
+    chunk = bytearray(READ_SIZE)
+    count = 0
+    for node in walk(root_b):
+        st = node.st
+        mode = st.st_mode
+        dirname, base = os.path.split(node.rel)
+        full = os.path.join(root_b, node.rel)
+        mtime = clamp_mtime(st.st_mtime_ns, source_date_epoch)
+        if node.is_whiteout:
+            name = os.path.join(dirname, WHITEOUT_PREFIX + base)
+            out.write(encode_header(TarEntry(name=name, type=REGULAR, mode=0, mtime=0)))
+            count += 1
+            continue
+        if base.startswith(WHITEOUT_PREFIX):
+            raise WhiteoutNameError(
+                f"{show_name(full)}: a file named '.wh.*' cannot be stored in a layer (the name means a deletion)",
+                hint="rename or remove it before committing",
+            )
+        common = dict(name=node.rel, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid, mtime=mtime)
+        if stat.S_ISSOCK(mode):
+            continue
+        if not stat.S_ISDIR(mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            target = first_path.get(key)
+            if target is not None:
+                out.write(encode_header(TarEntry(type=HARDLINK, linkname=target, **common)))  # type: ignore[arg-type]
+                count += 1
+                continue
+            first_path[key] = node.rel
+        if stat.S_ISLNK(mode):
+            entry = TarEntry(type=SYMLINK, linkname=os.readlink(full), **common)  # type: ignore[arg-type]
+        else:
+            xattrs = _xattrs(full)
+            if stat.S_ISDIR(mode):
+                entry = TarEntry(type=DIRECTORY, xattrs=xattrs, **common)  # type: ignore[arg-type]
+            elif stat.S_ISREG(mode):
+                entry = TarEntry(type=REGULAR, size=st.st_size, xattrs=xattrs, **common)  # type: ignore[arg-type]
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                entry = TarEntry(
+                    type=CHAR if stat.S_ISCHR(mode) else BLOCKDEV,
+                    devmajor=os.major(st.st_rdev),
+                    devminor=os.minor(st.st_rdev),
+                    xattrs=xattrs,
+                    **common,  # type: ignore[arg-type]
+                )
+            elif stat.S_ISFIFO(mode):
+                entry = TarEntry(type=FIFO, xattrs=xattrs, **common)  # type: ignore[arg-type]
+            else:  # pragma: no cover - no other file types exist on Linux
+                continue
+        out.write(encode_header(entry))
+        count += 1
+        if entry.type == REGULAR:
+            _copy_contents(full, entry.size, out, chunk)
+        elif entry.type == DIRECTORY and _is_opaque(full):
+            # layer.md: the opaque marker follows its directory's own entry
+            marker = os.path.join(node.rel, OPAQUE_MARKER)
+            out.write(encode_header(TarEntry(name=marker, type=REGULAR, mode=0, uid=st.st_uid, gid=st.st_gid)))
+            count += 1
+    out.write(END_OF_ARCHIVE)
+    out.flush()
+    return count
+
+
+def _copy_contents(path: bytes, size: int, out: _BufferedSink, chunk: bytearray) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if size < _BUFFER:
+            data = os.read(fd, size) if size else b""
+            got = len(data)
+            while got < size:
+                more = os.read(fd, size - got)
+                if not more:
+                    break
+                data += more
+                got += len(more)
+            if got < size:
+                raise StoreError(f"{show_name(path)}: file shrank while it was being read")
+            out.write(data)
+        else:
+            view = memoryview(chunk)
+            left = size
+            while left:
+                n = os.readv(fd, [view[: min(left, READ_SIZE)]])
+                if n == 0:
+                    raise StoreError(f"{show_name(path)}: file shrank while it was being read")
+                out.write(view[:n])
+                left -= n
+    finally:
+        os.close(fd)
+    out.write(b"\0" * padding(size))

@@ -1,0 +1,301 @@
+"""Layers: committing a directory (or an overlay upper dir) as a layer blob, and unpacking layer
+blobs into `unpacked/<diff-hex>/` for overlay mounts.
+
+A layer's identity is its diff_id (sha256 of the uncompressed tar). Committing streams the tree once:
+tar -> sha256 (diff_id) -> compressor -> sha256 (digest) -> file, so memory does not grow with the
+layer. `layers/<diff-hex>.json` records the blobs (one per compression) known for a diff_id.
+
+Unpacking goes through `extract.extract` into a temp dir under `tmp/`; the compressed digest and the
+diff_id are both checked before the rename that publishes `unpacked/<diff-hex>/`. An unpacked dir is
+therefore always complete and correct; a crash leaves only a temp dir for gc.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerstore.atomic import fsync_dir
+from layerstore.blobs import Blobs, VerifyingReader
+from layerstore.compression import MEDIA_TYPES, Readable, compression_of, compressor, decompressor
+from layerstore.digests import canonical_json, hex_of, load_json
+from layerstore.extract import Extracted, extract
+from layerstore.layer_tar import write_tree
+from layerstore.layout import Layout
+from layerstore.locks import locked_ref
+from layerstore.oci import Descriptor
+from layerstore.tar_format import TarReader
+from pybuild.errors import DigestMismatch, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer as an image references it: identity (diff_id), the blob (digest, size, media
+    type) and the uncompressed size (0 when unknown)."""
+
+    diff_id: str
+    digest: str
+    size: int
+    media_type: str
+    uncompressed_size: int = 0
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, self.size)
+
+    @property
+    def compression(self) -> str:
+        return compression_of(self.media_type)
+
+
+class HashingReader:
+    """Reads through `source`, hashing and counting what it returns."""
+
+    def __init__(self, source: Readable) -> None:
+        self._source = source
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._source.read(n)
+        self.hash.update(b)
+        self.size += len(b)
+        return b
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+class _LayerSink:
+    """tar bytes -> sha256 (diff_id) -> compressor -> `out` (which hashes the blob)."""
+
+    def __init__(self, out: object, compression: str) -> None:
+        self._out = out
+        self._compressor = compressor(compression)
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def __call__(self, data: bytes | bytearray | memoryview) -> None:
+        self.hash.update(data)
+        self.size += len(data)
+        z = self._compressor.compress(data)
+        if z:
+            self._out.write(z)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        z = self._compressor.flush()
+        if z:
+            self._out.write(z)  # type: ignore[attr-defined]
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def remove_tree(path: Path, tmp: Path) -> None:
+    """Remove a directory tree: first renamed into `tmp` (so it disappears from its place
+    atomically), then deleted; read-only directories are made writable on the way."""
+    if not path.exists() and not path.is_symlink():
+        return
+    doomed = tmp / f"rm-{uuid.uuid4().hex}"
+    try:
+        os.rename(path, doomed)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        doomed = path
+
+    def fix(func: object, p: str, exc: object) -> None:
+        parent = os.path.dirname(p)
+        os.chmod(parent, 0o700)
+        if os.path.isdir(p) and not os.path.islink(p):
+            os.chmod(p, 0o700)
+            shutil.rmtree(p, onerror=fix)  # type: ignore[arg-type]
+        else:
+            os.unlink(p)
+
+    shutil.rmtree(doomed, onerror=fix)  # type: ignore[arg-type]
+
+
+class Layers:
+    """Layer commit, records and unpacking for one store."""
+
+    def __init__(self, layout: Layout, blobs: Blobs) -> None:
+        self.layout = layout
+        self.blobs = blobs
+
+    # ------------------------------------------------------------------------------ commit
+
+    def commit_dir(
+        self,
+        path: Path,
+        *,
+        compression: str = "zstd",
+        source_date_epoch: int | None = None,
+        consume: bool = False,
+    ) -> Layer:
+        """Commit the tree at `path` (a plain directory or an overlay upper dir) as a layer blob.
+
+        Idempotent by content: the same tree gives the same diff_id, and a layer already stored is
+        not stored twice. With `consume`, `path` is ours to take: it becomes `unpacked/<diff-hex>/`
+        (renamed, so it must be on the store's file system), or is removed if that layer is already
+        unpacked; either way `path` is gone afterwards. Raises WhiteoutNameError for a real `.wh.*`
+        file, leaving `path` untouched.
+        """
+        with self.blobs.writer() as out:
+            sink = _LayerSink(out, compression)
+            write_tree(path, sink, source_date_epoch=source_date_epoch)
+            sink.finish()
+        layer = Layer(sink.diff_id, out.result.digest, out.result.size, MEDIA_TYPES[compression], sink.size)
+        self.record(layer)
+        if consume:
+            self._adopt(path, layer.diff_id)
+        return layer
+
+    def commit_upper(self, upper: Path, **kwargs: object) -> Layer:
+        """`commit_dir(upper, consume=True)`: the runner's and builder's way to commit a step."""
+        return self.commit_dir(upper, consume=True, **kwargs)  # type: ignore[arg-type]
+
+    def _adopt(self, path: Path, diff_id: str) -> None:
+        dest = self.layout.unpacked_layer(diff_id)
+        if not dest.exists():
+            try:
+                os.rename(path, dest)
+                fsync_dir(dest.parent)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # another process published it first, or another file system: unpack lazily
+        remove_tree(path, self.layout.tmp)
+
+    # ------------------------------------------------------------------------------ records
+
+    def record(self, layer: Layer) -> None:
+        """Add `layer`'s blob to `layers/<diff-hex>.json` (a cache of diff_id -> blobs; losing an
+        entry costs a recompression, never correctness). Serialized by the record's lock."""
+        path = self.layout.layer_record(layer.diff_id)
+        with locked_ref(path) as held:
+            doc = _parse_record(held.current, path) if held.current else {"diff_id": layer.diff_id, "blobs": []}
+            if any(b["digest"] == layer.digest for b in doc["blobs"]):
+                return
+            doc["blobs"].append({"digest": layer.digest, "mediaType": layer.media_type, "size": layer.size})
+            doc["blobs"].sort(key=lambda b: b["mediaType"])
+            if layer.uncompressed_size:
+                doc["size"] = layer.uncompressed_size
+            held.commit(canonical_json(doc).decode())
+
+    def known(self, diff_id: str, compression: str | None = None) -> Layer | None:
+        """A stored blob of layer `diff_id` (of `compression`, if given), or None."""
+        path = self.layout.layer_record(diff_id)
+        try:
+            doc = _parse_record(path.read_text(), path)
+        except FileNotFoundError:
+            return None
+        for b in doc["blobs"]:
+            layer = Layer(diff_id, b["digest"], b["size"], b["mediaType"], doc.get("size", 0))
+            if (compression is None or layer.compression == compression) and self.blobs.has(layer.digest):
+                return layer
+        return None
+
+    def recompress(self, layer: Layer, compression: str) -> Layer:
+        """The same layer as a blob with `compression` (made from `layer`'s blob, verified, if not
+        stored yet)."""
+        if layer.compression == compression:
+            return layer
+        found = self.known(layer.diff_id, compression)
+        if found is not None:
+            return found
+        with self.open_tar(layer) as tar, self.blobs.writer() as out:
+            sink = _LayerSink(out, compression)
+            while chunk := tar.read(1 << 20):
+                sink(chunk)
+            sink.finish()
+        new = Layer(layer.diff_id, out.result.digest, out.result.size, MEDIA_TYPES[compression], sink.size)
+        self.record(new)
+        return new
+
+    # ------------------------------------------------------------------------------ reading
+
+    @contextmanager
+    def open_tar(self, layer: Layer) -> Iterator[HashingReader]:
+        """A reader of the layer's uncompressed tar. When the block ends normally, the rest of the
+        stream is read and both the blob digest and the diff_id are checked (DigestMismatch)."""
+        with self.blobs.open(layer.digest, size=layer.size) as raw:
+            tar = HashingReader(decompressor(raw, layer.compression))
+            try:
+                yield tar
+                tar.drain()
+                raw.read_to_end()
+            except StoreError as e:
+                if isinstance(e, DigestMismatch):
+                    raise
+                _raise_if_damaged(raw, layer)
+                raise
+            if tar.digest != layer.diff_id:
+                raise DigestMismatch(f"layer {layer.digest}", expected=layer.diff_id, got=tar.digest)
+
+    def unpacked_path(self, diff_id: str) -> Path:
+        return self.layout.unpacked_layer(diff_id)
+
+    def unpack(self, layer: Layer) -> Path:
+        """`unpacked/<diff-hex>/` for `layer`, extracting the blob first if needed. Idempotent and
+        safe to race: concurrent unpackers each extract privately, and the first rename wins."""
+        dest = self.layout.unpacked_layer(layer.diff_id)
+        if dest.is_dir():
+            return dest
+        work = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.layout.tmp))
+        os.chmod(work, 0o755)  # the layer root, unless the tar has a "./" entry
+        try:
+            with self.open_tar(layer) as tar:
+                extract_into(tar, work)
+            try:
+                os.rename(work, dest)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            else:
+                fsync_dir(dest.parent)
+        finally:
+            if work.exists():
+                remove_tree(work, self.layout.tmp)
+        return dest
+
+
+def extract_into(stream: Readable, target: Path) -> Extracted:
+    """Extract the tar read from `stream` into the empty directory `target` (see `extract`)."""
+    return extract(TarReader(stream), target)
+
+
+def _raise_if_damaged(raw: VerifyingReader, layer: Layer) -> None:
+    """After a decoding error, say whether the blob itself is damaged (the more useful message)."""
+    try:
+        raw.read_to_end()
+    except DigestMismatch:
+        raise
+    except (StoreError, OSError):
+        return
+
+
+def _parse_record(text: str, path: Path) -> dict:  # type: ignore[type-arg]
+    doc = load_json(text.encode(), str(path))
+    if not isinstance(doc, dict) or not isinstance(doc.get("blobs"), list):
+        raise StoreError(f"{path}: malformed layer record")
+    hex_of(doc.get("diff_id", ""))
+    return doc
