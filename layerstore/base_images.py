@@ -60,7 +60,10 @@ def import_rootfs(
                 f = source
             with f:
                 head = f.peek(8)[:8] if hasattr(f, "peek") else b""
-                extract_into(decompressor(f, sniff(head)), work)
+                try:
+                    extract_into(decompressor(f, sniff(head)), work)
+                except StoreError as e:
+                    raise type(e)(f"{source_name}: {e.message}", hint=e.hint) from None
             layer = store.layers.commit_dir(work, compression=compression, source_date_epoch=source_date_epoch, consume=True)
         finally:
             remove_tree(work, store.tmp)

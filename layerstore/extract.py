@@ -87,26 +87,53 @@ def split_name(name: bytes) -> tuple[bytes, ...]:
 
 class _Dirs:
     """Directory descriptors of the current path, opened one component at a time with
-    O_NOFOLLOW from the target's own descriptor. Only the current chain is kept open."""
+    O_NOFOLLOW from the target's own descriptor. Only the current chain is kept, and of it only
+    the deepest KEEP_OPEN descriptors (deep trees must not exhaust the descriptor limit)."""
+
+    KEEP_OPEN = 64
 
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
-        self._chain: list[tuple[bytes, int]] = []
+        self._chain: list[list[object]] = []  # [name, fd or -1 when closed to save descriptors]
 
     def open(self, parts: tuple[bytes, ...], *, create: bool, shown: str) -> int:
         k = 0
         while k < len(self._chain) and k < len(parts) and self._chain[k][0] == parts[k]:
             k += 1
         for _, fd in self._chain[k:]:
-            os.close(fd)
+            if fd != -1:
+                os.close(fd)  # type: ignore[arg-type]
         del self._chain[k:]
+        if k and self._chain[k - 1][1] == -1:
+            # an ancestor was closed to save descriptors: walk to it again from the root
+            self._chain[k - 1][1] = walk_dirs(self.root_fd, parts[:k], create=False, shown=shown)
         for name in parts[k:]:
             parent = self._chain[-1][1] if self._chain else self.root_fd
-            self._chain.append((name, open_dir(parent, name, create=create, shown=shown)))
-        return self._chain[-1][1] if self._chain else self.root_fd
+            self._chain.append([name, open_dir(parent, name, create=create, shown=shown)])  # type: ignore[arg-type]
+            if len(self._chain) > self.KEEP_OPEN:
+                old = self._chain[-self.KEEP_OPEN - 1]
+                if old[1] != -1:
+                    os.close(old[1])  # type: ignore[arg-type]
+                    old[1] = -1
+        return self._chain[-1][1] if self._chain else self.root_fd  # type: ignore[return-value]
 
     def close(self) -> None:
         self.open((), create=False, shown="")
+
+
+def walk_dirs(root_fd: int, parts: tuple[bytes, ...], *, create: bool, shown: str) -> int:
+    """A new descriptor for directory `parts` below `root_fd`, opened component by component
+    without following symlinks (intermediate descriptors are closed on the way)."""
+    fd = os.dup(root_fd)
+    try:
+        for name in parts:
+            nxt = open_dir(fd, name, create=create, shown=shown)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_dir(parent: int, name: bytes, *, create: bool, shown: str) -> int:
@@ -172,6 +199,8 @@ def _extract_one(entry: TarEntry, reader: TarReader, dirs: _Dirs, done: Extracte
         done.dirs.append(((), entry))
         return
     *parent, base = parts
+    if any(p.startswith(WHITEOUT_PREFIX) for p in parent):
+        raise UnsafeLayer(f"{shown}: a whiteout name cannot be a directory")
     if entry.type == HARDLINK and base.startswith(WHITEOUT_PREFIX):
         raise UnsafeLayer(f"{shown}: a whiteout cannot be a hardlink")
     dir_fd = dirs.open(tuple(parent), create=True, shown=shown)
@@ -247,24 +276,17 @@ def _hardlink(entry: TarEntry, dirs: _Dirs, dir_fd: int, base: bytes, shown: str
         raise UnsafeLayer(f"{shown}: hardlink to the layer root")
     *tparent, tbase = target
     # A separate walk: the target's parents must be real directories of this layer too.
-    fds: list[int] = []
+    parent_fd = walk_dirs(dirs.root_fd, tuple(tparent), create=False, shown=shown)
     try:
-        parent_fd = dirs.root_fd
-        for name in tparent:
-            parent_fd = open_dir(parent_fd, name, create=False, shown=shown)
-            fds.append(parent_fd)
         try:
             st = os.stat(tbase, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             raise UnsafeLayer(f"{shown}: hardlink to {show_name(entry.linkname)}, which is not in the layer") from None
         if stat.S_ISDIR(st.st_mode):
             raise UnsafeLayer(f"{shown}: hardlink to a directory")
-        if st.st_nlink >= 60000:
-            raise UnsafeLayer(f"{shown}: too many hardlinks to {show_name(entry.linkname)}")
         os.link(tbase, base, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     finally:
-        for fd in fds:
-            os.close(fd)
+        os.close(parent_fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -16,7 +16,7 @@ import errno
 import hashlib
 import logging
 import os
-import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -28,7 +28,7 @@ from layerstore.atomic import fsync_dir
 from layerstore.blobs import Blobs, VerifyingReader
 from layerstore.compression import MEDIA_TYPES, Readable, compression_of, compressor, decompressor
 from layerstore.digests import canonical_json, hex_of, load_json
-from layerstore.extract import Extracted, extract
+from layerstore.extract import Extracted, UnsafeLayer, extract
 from layerstore.layer_tar import write_tree
 from layerstore.layout import Layout
 from layerstore.locks import locked_ref
@@ -110,8 +110,9 @@ class _LayerSink:
 
 def remove_tree(path: Path, tmp: Path) -> None:
     """Remove a directory tree: first renamed into `tmp` (so it disappears from its place
-    atomically), then deleted; read-only directories are made writable on the way."""
-    if not path.exists() and not path.is_symlink():
+    atomically), then deleted. Works at any depth (no recursion, one descriptor at a time, even
+    below PATH_MAX's reach) and makes read-only directories writable on the way."""
+    if not os.path.lexists(path):
         return
     doomed = tmp / f"rm-{uuid.uuid4().hex}"
     try:
@@ -120,17 +121,38 @@ def remove_tree(path: Path, tmp: Path) -> None:
         if e.errno != errno.EXDEV:
             raise
         doomed = path
+    if os.path.islink(doomed) or not os.path.isdir(doomed):
+        os.unlink(doomed)
+        return
+    fd = os.open(doomed, _DIR_FLAGS)
+    stack: list[tuple[str, list[str]]] = [("", os.listdir(fd))]
+    try:
+        while stack:
+            name, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                if not stack:
+                    break
+                parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                os.rmdir(name, dir_fd=fd)
+                continue
+            child = pending.pop()
+            if stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                sub = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                os.fchmod(sub, 0o700)  # entries of a read-only dir could not be removed
+                os.close(fd)
+                fd = sub
+                stack.append((child, os.listdir(fd)))
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(doomed)
 
-    def fix(func: object, p: str, exc: object) -> None:
-        parent = os.path.dirname(p)
-        os.chmod(parent, 0o700)
-        if os.path.isdir(p) and not os.path.islink(p):
-            os.chmod(p, 0o700)
-            shutil.rmtree(p, onerror=fix)  # type: ignore[arg-type]
-        else:
-            os.unlink(p)
 
-    shutil.rmtree(doomed, onerror=fix)  # type: ignore[arg-type]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Layers:
@@ -263,8 +285,11 @@ class Layers:
         work = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.layout.tmp))
         os.chmod(work, 0o755)  # the layer root, unless the tar has a "./" entry
         try:
-            with self.open_tar(layer) as tar:
-                extract_into(tar, work)
+            try:
+                with self.open_tar(layer) as tar:
+                    extract_into(tar, work)
+            except UnsafeLayer as e:
+                raise UnsafeLayer(f"layer {layer.digest}: {e.message}") from None
             try:
                 os.rename(work, dest)
             except OSError as e:
