@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.context import Entry, SourceTree
+from builder.context import Entry, Selected, SourceTree
+from builder.ignore import PatternMatcher
 from layerstore.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,11 @@ class Hasher:
         self.clock = clock  # wall-clock ns, the same clock file timestamps come from
         self.files_read = 0  # how many files had to be read (for tests and --debug)
 
-    def digest(self, entry: Entry) -> str:
-        """`sha256:<hex>` of `entry` and, for a directory, everything visible below it.
+    def digest(
+        self, entry: Entry, *, include: PatternMatcher | None = None, exclude: PatternMatcher | None = None
+    ) -> str:
+        """`sha256:<hex>` of `entry` and, for a directory, of what copying it copies (all that is
+        visible below it, filtered by `include`/`exclude` as COPY filters it).
 
         The entry itself is recorded as `.`, so the digest does not depend on its name or on
         where it is in the tree (the cache key records names separately).
@@ -144,9 +148,17 @@ class Hasher:
         links: dict[tuple[int, int], str] = {}
         self._add(h, ".", entry, links)
         if entry.is_dir:
-            prefix = len(entry.rel) + 1 if entry.rel else 0
-            for child in self.tree.walk(entry.rel):
-                self._add(h, child.rel[prefix:], child, links)
+            pending: list[Selected] = []  # directories counted only once something inside is
+            for sel in self.tree.select(entry, include=include, exclude=exclude):
+                while pending and not sel.comp.startswith(pending[-1].comp + "/"):
+                    pending.pop()
+                if sel.entry.is_dir and not sel.included:
+                    pending.append(sel)
+                    continue
+                for parent in pending:
+                    self._add(h, parent.comp, parent.entry, links)
+                pending.clear()
+                self._add(h, sel.comp, sel.entry, links)
         return "sha256:" + h.hexdigest()
 
     def _add(self, h: Any, rel: str, entry: Entry, links: dict[tuple[int, int], str]) -> None:

@@ -62,6 +62,16 @@ class Entry:
         return stat.S_ISLNK(self.st.st_mode)
 
 
+@dataclass(frozen=True)
+class Selected:
+    """An entry chosen by `SourceTree.select`: `comp` is its path relative to the copied
+    directory; `included` is False for a directory kept only for what may be inside it."""
+
+    comp: str
+    entry: Entry
+    included: bool
+
+
 class SourceTree:
     """A directory read by COPY/ADD. `ignore` is the build context's `.dockerignore` (None for
     stages and images); `reset_owner` makes every entry 0:0, as the context transfer does."""
@@ -263,6 +273,43 @@ class SourceTree:
                 continue
             if entry.is_dir:
                 self._glob_walk(base, rel, pattern, depth - 1, out)
+
+    def select(
+        self, top: Entry, *, include: PatternMatcher | None = None, exclude: PatternMatcher | None = None
+    ) -> Iterator[Selected]:
+        """What copying directory `top` copies: every visible entry below it, parents first,
+        filtered by `include` (COPY --parents) and `exclude` (--exclude) patterns matched
+        against paths relative to `top`. A directory that is not selected itself is still
+        yielded (`included=False`) when something inside it may be; it is to be created only
+        if something below it is. Subtrees no pattern can bring back are not walked."""
+        yield from self._select(top.rel, "", include, None, exclude, None)
+
+    def _select(
+        self,
+        rel: str,
+        comp: str,
+        include: PatternMatcher | None,
+        inc: MatchInfo | None,
+        exclude: PatternMatcher | None,
+        exc: MatchInfo | None,
+    ) -> Iterator[Selected]:
+        for child in self.children(rel):
+            child_comp = f"{comp}/{child.name}" if comp else child.name
+            included, child_inc = True, inc
+            if include is not None:
+                included, child_inc = include.matches_with_parent(child_comp, inc)
+            excluded, child_exc = False, exc
+            if exclude is not None:
+                excluded, child_exc = exclude.matches_with_parent(child_comp, exc)
+            if child.is_dir:
+                if excluded and not (exclude is not None and exclude.may_reinclude_below(child_comp)):
+                    continue
+                if not included and not (include is not None and include.may_include_below(child_comp)):
+                    continue
+                yield Selected(child_comp, child, included and not excluded)
+                yield from self._select(child.rel, child_comp, include, child_inc, exclude, child_exc)
+            elif included and not excluded:
+                yield Selected(child_comp, child, True)
 
     def owner(self, st: os.stat_result) -> tuple[int, int]:
         """The uid and gid COPY gives an entry by default (before any --chown)."""

@@ -340,6 +340,29 @@ class PatternMatcher:
         return any(p.exclusion and (p.literal_prefix() + "/").startswith(prefix) for p in self.patterns)
 
 
+    def may_include_below(self, directory: str) -> bool:
+        """Whether a pattern (not an exception) could match something below `directory`: used
+        to prune walks for include patterns (`COPY --parents`). Conservative with `**`."""
+        parts = directory.split("/")
+        for p in self.patterns:
+            if p.exclusion:
+                continue
+            pparts = p.text.split("/")
+            if any("**" in c for c in pparts):
+                return True
+            # every component the pattern shares with the directory must match it
+            if all(_component_matches(c, d) for c, d in zip(pparts, parts)):
+                return True
+        return False
+
+
+def _component_matches(pattern: str, name: str) -> bool:
+    try:
+        return gomatch.match(pattern, name)
+    except gomatch.BadPattern:
+        return True
+
+
 def _parent_prefixes(path: str) -> list[str]:
     """`a/b/c` -> [`a`, `a/b`]: the directories above a relative path, outermost first."""
     parts = path.split("/")[:-1]
