@@ -230,3 +230,14 @@ def suggest(value: str, options: Sequence[str], *, case_sensitive: bool = False)
         if d <= 2 and d < len(key) and (best is None or d < best[0]):
             best = (d, opt)
     return best[1] if best else None
+
+
+def go_lower(s: str) -> str:
+    """strings.ToLower: per character, so no final-sigma rule, and U+0130 becomes plain `i`."""
+    if s.isascii():
+        return s.lower()
+    out = []
+    for ch in s:
+        low = ch.lower()
+        out.append(low if len(low) == 1 else ("i" if ch == "\u0130" else ch))
+    return "".join(out)
