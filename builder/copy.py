@@ -64,38 +64,62 @@ def dest_path(dest: str, workdir: str) -> tuple[str, bool]:
     return gomatch.clean(joined), is_dir
 
 
-def mkdir_all(root: Path, path: str, opts: CopyOptions) -> Path:
+def mkdir_all(root: Path, path: str, opts: CopyOptions, created: list[Path] | None = None) -> Path:
     """Create `path` (in-image, absolute) and its missing parents inside `root`, each 0755,
-    owned by the --chown user (else root) and timed at `opts.mtime` if set. Symlinks on the way
-    are followed inside the root. Returns the host path; CopyError if a component is a file."""
+    owned by the --chown user (else root). Symlinks on the way are followed inside the root.
+    Returns the host path; CopyError if a component is a file. Created directories are
+    appended to `created` (their times are set by `set_times` once they are filled)."""
     parts = [p for p in gomatch.clean("/" + path).split("/") if p]
     current = "/"
     host = Path(root)
+    made: list[Path] = []
     for part in parts:
         current = current.rstrip("/") + "/" + part
         host = resolve_in_root(root, current)
-        try:
-            st = os.stat(host)
-        except FileNotFoundError:
-            os.mkdir(host, 0o755)
-            os.chmod(host, 0o755)
-            owner = opts.chown or Identity(0, 0)
-            os.lchown(host, owner.uid, owner.gid)
-            if opts.mtime is not None:
-                os.utime(host, (opts.mtime, opts.mtime), follow_symlinks=False)
-            continue
+        # a symlink on the way may stand for several missing directories
+        missing: list[Path] = []
+        probe = host
+        while True:
+            try:
+                st = os.stat(probe)
+                break
+            except FileNotFoundError:
+                missing.append(probe)
+                probe = probe.parent
+            except NotADirectoryError:
+                raise CopyError(f"cannot create directory {current}: a file is in the way") from None
         if not stat.S_ISDIR(st.st_mode):
             raise CopyError(f"cannot create directory {current}: a file of that name exists")
+        for new in reversed(missing):
+            os.mkdir(new, 0o755)
+            os.chmod(new, 0o755)
+            owner = opts.chown or Identity(0, 0)
+            os.lchown(new, owner.uid, owner.gid)
+            made.append(new)
+    if created is None:
+        set_times(made, opts)
+    else:
+        created.extend(made)
     return host
+
+
+def set_times(dirs: list[Path], opts: CopyOptions) -> None:
+    """Give created directories SOURCE_DATE_EPOCH as their times, innermost first (setting a
+    directory's times does not touch its parent's). Without an epoch they keep the present."""
+    if opts.mtime is None:
+        return
+    for d in reversed(dirs):
+        os.utime(d, (opts.mtime, opts.mtime), follow_symlinks=False)
 
 
 def copy_entry(tree: SourceTree, src: Entry, name: str, dst_root: Path, dest: str, dest_is_dir: bool, opts: CopyOptions) -> None:
     """Copy one resolved source (`src`, top-level symlinks already followed; `name` the name
     it was given by) to `dest` in the image, as one source of a COPY/ADD."""
+    created: list[Path] = []
     if dest_is_dir:
-        mkdir_all(dst_root, dest, opts)
+        mkdir_all(dst_root, dest, opts, created)
     else:
-        mkdir_all(dst_root, os.path.dirname(dest) or "/", opts)
+        mkdir_all(dst_root, os.path.dirname(dest) or "/", opts, created)
     target = resolve_in_root(dst_root, dest)
     try:
         dst_st: os.stat_result | None = os.stat(target)
@@ -104,8 +128,9 @@ def copy_entry(tree: SourceTree, src: Entry, name: str, dst_root: Path, dest: st
     if not src.is_dir and dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
         target = target / os.path.basename(name)
     elif src.is_dir and dst_st is None:
-        mkdir_all(dst_root, _in_image(dst_root, target), opts)
+        mkdir_all(dst_root, _in_image(dst_root, target), opts, created)
     _Copier(tree, opts).copy_top(src, target)
+    set_times(created, opts)
 
 
 def merge_tree(tree: SourceTree, target: Path, opts: CopyOptions) -> None:
@@ -131,12 +156,19 @@ class _Copier:
     tree: SourceTree
     opts: CopyOptions
     inodes: dict[tuple[int, int], Path] = field(default_factory=dict)
+    # Directories whose times are set once everything inside them is written, in creation order.
+    dir_times: list[tuple[Entry, Path]] = field(default_factory=list)
 
     def copy_top(self, src: Entry, dst: Path) -> None:
         if not src.is_dir:
             self._copy_leaf(src, dst)
             return
         self._make_dir(src, dst, overwrite=False)
+        self._copy_children(src, dst)
+        for entry, path in reversed(self.dir_times):
+            self._times(entry, path)
+
+    def _copy_children(self, src: Entry, dst: Path) -> None:
         # Directories not selected themselves wait here until something inside them is copied.
         pending: list[_Pending] = []
         for sel in self.tree.select(src, include=self.opts.include, exclude=self.opts.exclude):
@@ -223,11 +255,17 @@ class _Copier:
             chmod = self.opts.chmod
             os.chmod(dst, chmod.apply(st.st_mode, is_dir=is_dir) if chmod else stat.S_IMODE(st.st_mode))
         _copy_xattrs(self.tree.host(src.rel), dst)
+        if stat.S_ISDIR(st.st_mode):
+            self.dir_times.append((src, dst))
+        else:
+            self._times(src, dst)
+
+    def _times(self, src: Entry, dst: Path) -> None:
         if self.opts.mtime is not None:
             ns = self.opts.mtime * 1_000_000_000
             os.utime(dst, ns=(ns, ns), follow_symlinks=False)
         else:
-            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            os.utime(dst, ns=(src.st.st_atime_ns, src.st.st_mtime_ns), follow_symlinks=False)
 
 
 def _copy_file(src: Path, dst: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from builder import gomatch
 from builder.archive import extract_archive, is_archive
 from builder.context import Entry, SourceTree, clamp
-from builder.copy import CopyError, CopyOptions, copy_entry, dest_path, merge_tree, mkdir_all
+from builder.copy import CopyError, CopyOptions, copy_entry, dest_path, merge_tree, mkdir_all, set_times
 from builder.ignore import PatternMatcher, matcher_from_patterns
 from layerstore.rootpath import resolve_in_root
 
@@ -148,8 +148,10 @@ def _check_destination(sources: list[Source], spec: CopySpec, dst_root: Path, de
 
 def _unpack(archive: Path, name: str, dst_root: Path, dest: str, opts: CopyOptions, scratch_dir: Path | None, *, what: str) -> None:
     """Extract `archive` into the directory `dest` (created if needed), merging like `tar -x`."""
-    target = mkdir_all(dst_root, dest, opts)
+    created: list[Path] = []
+    target = mkdir_all(dst_root, dest, opts, created)
     with tempfile.TemporaryDirectory(dir=scratch_dir, prefix="add-") as tmp:
         extract_archive(archive, Path(tmp), what=what)
         extracted = SourceTree(Path(tmp), name=f"archive {name}")
         merge_tree(extracted, target, CopyOptions(chown=opts.chown, replace_existing=True))
+    set_times(created, opts)
