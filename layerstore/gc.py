@@ -15,6 +15,7 @@ is an orphan of a dead process (its owner's shared lock is gone) and is removed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -181,7 +182,36 @@ def collect(store: Store, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, prune
                     remove_tree(path, layout.tmp)
                 else:
                     path.unlink(missing_ok=True)
+    for lock in _lock_files(layout.root):
+        if old(lock) and _unheld(lock):
+            freed.items.append(f"stale lock {lock.relative_to(layout.root)}")
+            if not dry_run:
+                lock.unlink(missing_ok=True)
     if not dry_run:
         store.tags.write_index()
     return freed
+
+
+def _lock_files(root: Path) -> list[Path]:
+    """Ref-lock files (`<ref>.lock`) left by killed processes: under refs/, layers/, index.json."""
+    found = [p for p in (root / "index.json.lock",) if p.exists()]
+    for top in ("refs", "layers", "logs"):
+        for dirpath, _dirs, files in os.walk(root / top):
+            found += [Path(dirpath, f) for f in files if f.endswith(".lock")]
+    return sorted(found)
+
+
+def _unheld(lock: Path) -> bool:
+    """No process holds the lock file's flock (its owner flocks it while it works)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
