@@ -1,0 +1,99 @@
+"""ADD of URLs: naming, checksum, mode 0600, Last-Modified mtime; against a local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.remote import RemoteError, fetch, is_git_url, is_url, parse_checksum, url_filename
+from pybuild.errors import DigestMismatch
+
+BODY = b"#!/bin/sh\necho downloaded\n"
+LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.startswith("/missing"):
+            self.send_error(404, "Not Found")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        if not self.path.startswith("/notime"):
+            self.send_header("Last-Modified", LAST_MODIFIED)
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://example.com/dir/tool.sh", "tool.sh"),
+        ("https://example.com/dir/tool.sh?x=1#frag", "tool.sh"),
+        ("https://example.com/", "__unnamed__"),
+        ("https://example.com", "__unnamed__"),
+        ("https://example.com/dir/", "__unnamed__"),
+    ],
+)
+def test_downloaded_files_are_named_after_the_url_path(url: str, name: str) -> None:
+    assert url_filename(url) == name
+
+
+def test_url_and_git_sources_are_told_apart() -> None:
+    assert is_url("https://example.com/x.tar.gz")
+    assert not is_url("https://github.com/moby/buildkit.git#v0.12")
+    assert is_git_url("git@github.com:moby/buildkit.git")
+    assert not is_url("file.txt") and not is_git_url("file.txt")
+
+
+def test_fetch_writes_0600_with_last_modified_time(server: str, tmp_path: Path) -> None:
+    d = fetch(f"{server}/files/tool.sh", tmp_path)
+    assert d.path == tmp_path / "tool.sh" and d.path.read_bytes() == BODY
+    assert stat.S_IMODE(os.stat(d.path).st_mode) == 0o600
+    assert d.mtime == 1445412480 and os.stat(d.path).st_mtime == 1445412480
+    assert d.digest == "sha256:" + hashlib.sha256(BODY).hexdigest()
+    assert fetch(f"{server}/notime/x", tmp_path).mtime is None
+
+
+def test_checksum_is_verified(server: str, tmp_path: Path) -> None:
+    good = "sha256:" + hashlib.sha256(BODY).hexdigest()
+    assert fetch(f"{server}/a", tmp_path, checksum=good).path.exists()
+    with pytest.raises(DigestMismatch):
+        fetch(f"{server}/b", tmp_path, checksum="sha256:" + "0" * 64)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("value", ["md5:abc", "sha256", "sha256:xyz", "sha256:" + "A" * 64])
+def test_malformed_checksums_are_refused(value: str) -> None:
+    with pytest.raises(RemoteError, match="invalid checksum"):
+        parse_checksum(value)
+
+
+def test_http_errors_name_the_url(server: str, tmp_path: Path) -> None:
+    with pytest.raises(RemoteError, match=r"/missing/file: HTTP 404"):
+        fetch(f"{server}/missing/file", tmp_path)
+    with pytest.raises(RemoteError, match="cannot download"):
+        fetch("http://127.0.0.1:1/x", tmp_path, timeout=5)
