@@ -244,10 +244,15 @@ def _container_json(root: Path, name: str) -> dict[str, Any] | None:
         from runner import containers  # type: ignore[attr-defined]
     except ImportError:
         return None
+    from pybuild.errors import NotFound
+
     fn = getattr(containers, "inspect", None)
     if fn is None:
         return None
-    result: dict[str, Any] | None = fn(root, name)
+    try:
+        result: dict[str, Any] | None = fn(root, name)
+    except NotFound:
+        return None
     return result
 
 
@@ -258,7 +263,7 @@ def _container_json(root: Path, name: str) -> dict[str, Any] | None:
 def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
     """Show images (or containers) as a JSON array."""
     from layerstore.store import Store
-    from pybuild.errors import NotFound, PybuildError
+    from pybuild.errors import NotFound
 
     docs: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -281,7 +286,6 @@ def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
         for name in missing[:-1]:
             click.echo(f"error: no such object: {name}", err=True)
         raise NotFound(f"no such object: {missing[-1]}")
-    del PybuildError
 
 
 @click.command()
