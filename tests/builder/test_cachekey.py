@@ -1,0 +1,69 @@
+"""Cache keys: what changes a key, what never does, and how a miss is explained."""
+
+from __future__ import annotations
+
+import re
+
+from builder.cachekey import Mount, StepInputs, base_key, copy_inputs, explain, meta_inputs, run_inputs
+
+
+def run(**kw: object) -> StepInputs:
+    args: dict[str, object] = {"argv": ["/bin/sh", "-c", "make"], "env": ["PATH=/bin", "A=1"], "user": "", "workdir": "/"}
+    args.update(kw)
+    parent = str(args.pop("parent", base_key("sha256:" + "a" * 64)))
+    return run_inputs(parent, **args)  # type: ignore[arg-type]
+
+
+def test_keys_are_64_hex_and_deterministic() -> None:
+    assert re.fullmatch(r"[0-9a-f]{64}", run().key())
+    assert run().key() == run().key()
+
+
+def test_every_input_changes_the_key() -> None:
+    base = run().key()
+    variants = [
+        run(parent="sha256:" + "b" * 64),
+        run(argv=["/bin/sh", "-c", "make all"]),
+        run(env=["PATH=/bin", "A=2"]),
+        run(user="app"),
+        run(workdir="/src"),
+        run(network="none"),
+        run(mounts=[Mount("cache", "/root/.cache", "pip")]),
+        run(epoch=0),
+    ]
+    keys = {v.key() for v in variants}
+    assert base not in keys and len(keys) == len(variants)
+
+
+def test_secret_values_never_enter_a_key() -> None:
+    secret = Mount("secret", "/run/secrets/token", "token")
+    a = run(mounts=[secret]).document()
+    assert b"token" in a and b"s3cr3t" not in a  # only the id and target
+
+
+def test_copy_keys_depend_on_content_digests_and_names() -> None:
+    def copy(sources: list[tuple[str, str]], **kw: object) -> str:
+        return copy_inputs("p", op="COPY", sources=sources, dest="/app/", workdir="/", **kw).key()  # type: ignore[arg-type]
+
+    k = copy([("a.txt", "sha256:1")])
+    assert copy([("a.txt", "sha256:1")]) == k
+    assert copy([("a.txt", "sha256:2")]) != k
+    assert copy([("b.txt", "sha256:1")]) != k
+    assert copy([("a.txt", "sha256:1")], chmod="755") != k
+    assert copy([("a.txt", "sha256:1")], source_of="stage-key") != k
+    assert copy_inputs("p", op="ADD", sources=[("a.txt", "sha256:1")], dest="/app/", workdir="/").key() != k
+
+
+def test_explain_names_what_changed() -> None:
+    assert explain(None, run()) == ["not built before"]
+    assert explain(run(), run(env=["PATH=/bin", "A=2", "B=x"])) == ["variable A changed", "variable B changed"]
+    assert explain(run(), run(parent="x", user="app")) == ["previous step changed", "user changed"]
+    old = copy_inputs("p", op="COPY", sources=[("a", "1"), ("b", "1")], dest="/", workdir="/")
+    new = copy_inputs("p", op="COPY", sources=[("a", "2"), ("c", "1")], dest="/", workdir="/")
+    assert explain(old, new) == ["source a changed", "source c added", "source b removed"]
+    assert explain(meta_inputs("p", op="ENV", value=["A=1"]), run()) == ["instruction changed (ENV -> RUN)"]
+
+
+def test_inputs_round_trip_through_json() -> None:
+    r = run(mounts=[Mount("bind", "/src", "sha256:9", (("rw", "true"),))])
+    assert StepInputs.from_json(r.to_json()).key() == r.key()
