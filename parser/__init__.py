@@ -1,1 +1,97 @@
-"""Buildfile text to a typed AST: pure, no I/O beyond reading the text."""
+"""Buildfile (Dockerfile syntax) text to a typed AST that means what BuildKit makes of it.
+
+Public entry points (see the "parser" section of docs/TEAM.md):
+
+- `parse_buildfile(text, file="Buildfile") -> Buildfile`: stages of typed instructions, the
+  global ARGs, directives and warnings; raises `ParseErrors` listing every error found.
+- `parse_nodes(text, file="Buildfile") -> NodeTree`: the node level only (BuildKit's parser).
+- `parse_instructions(text, file) -> tuple[Instruction, ...]`: typed instructions without stage
+  rules, for ONBUILD triggers read back from an image.
+- `dump(parsed) -> str` (BuildKit's parse dump) and `to_json(parsed) -> str`.
+- `parser.shell.expand_word` / `expand_words` / `expand_heredoc`: variable expansion.
+
+Pure: no I/O beyond the text given, no printing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from parser.instructions import (
+    Add,
+    Arg,
+    ArgDef,
+    Buildfile,
+    Cmd,
+    CommandLine,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    From,
+    Healthcheck,
+    HeredocSource,
+    Instruction,
+    KeyValue,
+    Label,
+    Location,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    Stage,
+    Stopsignal,
+    User,
+    Volume,
+    Workdir,
+)
+from parser.lint import apply_check, lint
+from parser.mounts import Device, Mount, MountError, MountSpec
+from parser.nodes import CheckConfig, Directives, Heredoc, Node, NodeTree, ParseWarning
+from parser.output import dump, to_json
+from parser.scanner import parse_nodes, scan
+from parser.signals import parse_signal
+from parser.typed import parse_instruction, to_buildfile
+from pybuild.errors import ParseError, ParseErrors
+
+
+def _by_position(errors: list[ParseError]) -> list[ParseError]:
+    return sorted(errors, key=lambda e: (e.line, e.column))
+
+
+def parse_buildfile(text: str | bytes, file: str = "Buildfile") -> Buildfile:
+    """Parse a whole Buildfile. Raises ParseErrors (every error found, in line order)."""
+    tree, errors = scan(text, file)
+    try:
+        buildfile = to_buildfile(tree)
+    except ParseErrors as e:
+        raise ParseErrors(_by_position(errors + e.errors)) from None
+    if errors:
+        raise ParseErrors(_by_position(errors))
+    warnings = apply_check(tree.warnings + lint(buildfile), tree.directives.check_config)
+    return dataclasses.replace(buildfile, warnings=warnings)
+
+
+def parse_instructions(text: str | bytes, file: str = "Buildfile") -> tuple[Instruction, ...]:
+    """Typed instructions in order, with no stage rules (any instruction may come first)."""
+    tree, errors = scan(text, file)
+    out: list[Instruction] = []
+    for node in tree.nodes:
+        try:
+            out.append(parse_instruction(node, file))
+        except ParseErrors as e:
+            errors.extend(e.errors)
+        except ParseError as e:
+            errors.append(e)
+    if errors:
+        raise ParseErrors(_by_position(errors))
+    return tuple(out)
+
+
+__all__ = [
+    "Add", "Arg", "ArgDef", "Buildfile", "CheckConfig", "Cmd", "CommandLine", "Copy", "Device", "Directives",
+    "Entrypoint", "Env", "Expose", "From", "Healthcheck", "Heredoc", "HeredocSource", "Instruction", "KeyValue",
+    "Label", "Location", "Maintainer", "Mount", "MountError", "MountSpec", "Node", "NodeTree", "Onbuild",
+    "ParseWarning", "Run", "Shell", "Stage", "Stopsignal", "User", "Volume", "Workdir", "dump",
+    "parse_buildfile", "parse_instruction", "parse_instructions", "parse_nodes", "parse_signal", "to_json",
+]

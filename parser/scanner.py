@@ -273,12 +273,8 @@ def _node(parsed: Line, positions: Positions, start: int, end: int, heredocs: tu
     )
 
 
-def parse_nodes(data: str | bytes, file: str = "Buildfile") -> NodeTree:
-    """The node level of a Buildfile (BuildKit's `parser.Parse`).
-
-    Raises ParseErrors listing every problem found: invalid UTF-8, NUL bytes, over-long lines,
-    bad or repeated directives, JSON arrays holding non-strings, ENV/LABEL without values,
-    unterminated heredocs, and a file with no instructions."""
+def scan(data: str | bytes, file: str = "Buildfile") -> tuple[NodeTree, list[ParseError]]:
+    """The nodes that parsed, and every error found (an empty file is an error)."""
     errors: list[ParseError] = []
     lines = _decode(data, file, errors)
     final_newline = data.endswith(b"\n") if isinstance(data, bytes) else data.endswith("\n")
@@ -287,6 +283,16 @@ def parse_nodes(data: str | bytes, file: str = "Buildfile") -> NodeTree:
     if not nodes and not errors:
         errors.append(ParseError("file with no instructions", file=file, line=max(len(lines), 1), column=1,
                                  hint="a Buildfile needs at least a FROM instruction"))
+    return NodeTree(file=file, nodes=tuple(nodes), directives=directives, warnings=tuple(warnings)), errors
+
+
+def parse_nodes(data: str | bytes, file: str = "Buildfile") -> NodeTree:
+    """The node level of a Buildfile (BuildKit's `parser.Parse`).
+
+    Raises ParseErrors listing every problem found: invalid UTF-8, NUL bytes, over-long lines,
+    bad or repeated directives, JSON arrays holding non-strings, ENV/LABEL without values,
+    unterminated heredocs, and a file with no instructions."""
+    tree, errors = scan(data, file)
     if errors:
         raise ParseErrors(errors)
-    return NodeTree(file=file, nodes=tuple(nodes), directives=directives, warnings=tuple(warnings))
+    return tree
