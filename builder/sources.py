@@ -1,7 +1,7 @@
 """One COPY or ADD instruction's sources, from what is written to what is copied.
 
-`resolve_sources` turns the (already expanded) source words into resolved entries of a
-SourceTree, before anything is written, so that the cache key can be computed from them:
+`resolve_sources` turns the (already expanded) source words into resolved entries, before
+anything is written, so that the cache key can be computed from them (`digest_sources`):
 - A source without wildcards must exist (NotFound otherwise); one with wildcards may match
   nothing, which copies nothing (BuildKit's AllowEmptyWildcard), F67.
 - `--exclude` patterns apply below every source, and also to what a wildcard source matches
@@ -9,48 +9,85 @@ SourceTree, before anything is written, so that the cache key can be computed fr
 - `--parents`: `a/./b/c` copies `b/c` with its parents from `a`; without `/./` the whole path
   is kept. The part after the pivot selects entries like an ignore pattern (`**` allowed); when
   it has no wildcard it must exist, F74.
-`apply_sources` then copies them (copy.py), extracting local archives for ADD (archive.py), and
-writes heredoc sources (F76).
+- ADD of an http(s) URL downloads it (remote.py) into the caller's download directory; COPY
+  refuses URLs. Git sources are refused with a clear error (not supported).
+`apply_sources` then copies them in order (copy.py), extracting archives for ADD (archive.py:
+local ones by default, remote ones only with `--unpack=true`), and writes heredocs (F76).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder import gomatch
 from builder.archive import extract_archive, is_archive
 from builder.context import Entry, SourceTree, clamp
+from builder.contenthash import Hasher
 from builder.copy import CopyError, CopyOptions, copy_entry, dest_path, merge_tree, mkdir_all, set_times
 from builder.ignore import PatternMatcher, matcher_from_patterns
+from builder.remote import fetch, is_git_url, is_url
 from layerstore.rootpath import resolve_in_root
+from pybuild.errors import PybuildError
+
+
+class SourceSpecError(PybuildError):
+    """A COPY/ADD whose flags and sources do not go together."""
 
 
 @dataclass(frozen=True)
 class CopySpec:
     """A COPY/ADD after variable expansion: what to copy where, and how to select."""
 
-    command: str  # "COPY" or "ADD", for messages
+    command: str  # "COPY" or "ADD"
     sources: tuple[str, ...]
     dest: str
     workdir: str = "/"
     parents: bool = False
     excludes: tuple[str, ...] = ()
-    unpack: bool = False  # ADD: extract local archives
+    unpack: bool | None = None  # ADD --unpack; None: local archives yes, remote ones no
+    checksum: str | None = None  # ADD --checksum, for one URL source
     heredocs: tuple[tuple[str, bytes], ...] = ()  # (name, contents) of `COPY <<NAME` sources
+
+    @property
+    def is_add(self) -> bool:
+        return self.command.upper() == "ADD"
 
 
 @dataclass(frozen=True)
 class Source:
     """One resolved source: `name` is the path it was matched as (its last component names the
-    copy when it goes inside a directory); `entry` is what it resolves to (links followed)."""
+    copy when it goes inside a directory); `entry` is what it resolves to (links followed) in
+    `tree`; `remote` marks a download."""
 
     name: str
     entry: Entry
+    tree: SourceTree
     include: PatternMatcher | None = None
+    remote: bool = False
+
+
+def check_spec(spec: CopySpec) -> None:
+    """The flag and source combinations BuildKit refuses, with its messages."""
+    if spec.checksum is not None:
+        if not spec.is_add:
+            raise SourceSpecError("checksum can't be specified for COPY")
+        if len(spec.sources) != 1:
+            raise SourceSpecError("checksum can't be specified for multiple sources")
+        if not (is_url(spec.sources[0]) or is_git_url(spec.sources[0])):
+            raise SourceSpecError("checksum requires HTTP(S) or Git sources")
+    for src in spec.sources:
+        if is_git_url(src):
+            if not spec.is_add:
+                raise SourceSpecError("source can't be a git ref for COPY")
+            raise SourceSpecError(f"ADD {src}: git sources are not supported by pybuild; clone in a RUN step instead")
+        if is_url(src) and not spec.is_add:
+            raise SourceSpecError("source can't be a URL for COPY")
 
 
 def _split_wildcard(path: str) -> tuple[str, str]:
@@ -62,25 +99,32 @@ def _split_wildcard(path: str) -> tuple[str, str]:
     return "/".join(parts), ""
 
 
-def resolve_sources(tree: SourceTree, spec: CopySpec) -> list[Source]:
-    """The entries `spec`'s sources name in `tree`, in order (see the module docstring)."""
+def resolve_sources(tree: SourceTree, spec: CopySpec, *, download_dir: Path | None = None) -> list[Source]:
+    """The entries `spec`'s sources name, in order (see the module docstring). URL sources are
+    downloaded into subdirectories of `download_dir`, which must outlive `apply_sources`."""
+    check_spec(spec)
     exclude = matcher_from_patterns(spec.excludes, what="--exclude")
     out: list[Source] = []
-    for src in spec.sources:
-        if spec.parents:
+    for index, src in enumerate(spec.sources):
+        if is_url(src):
+            out.append(_download(src, spec, download_dir, index))
+        elif spec.parents:
             out.extend(_resolve_parents(tree, src))
-            continue
-        prefix, rest = _split_wildcard(src)
-        if not rest:
-            out.append(Source(clamp(src), tree.entry(src)))
-            continue
-        base = tree.resolve(prefix)
-        for match in tree.glob(src):
-            if exclude is not None:
-                below = match[len(base) + 1 :] if base else match
-                if exclude.matches(below):
-                    continue
-            out.append(Source(match, tree.entry(match)))
+        else:
+            out.extend(_resolve_local(tree, src, exclude))
+    return out
+
+
+def _resolve_local(tree: SourceTree, src: str, exclude: PatternMatcher | None) -> list[Source]:
+    prefix, rest = _split_wildcard(src)
+    if not rest:
+        return [Source(clamp(src), tree.entry(src), tree)]
+    base = tree.resolve(prefix)
+    out = []
+    for match in tree.glob(src):
+        below = match[len(base) + 1 :] if base else match
+        if exclude is None or not exclude.matches(below):
+            out.append(Source(match, tree.entry(match), tree))
     return out
 
 
@@ -92,11 +136,32 @@ def _resolve_parents(tree: SourceTree, src: str) -> list[Source]:
     include = PatternMatcher([pattern], file="--parents") if pattern else None
     if not gomatch.has_wildcards(pivot) and not gomatch.has_wildcards(pattern):
         tree.entry(f"{clamp(pivot)}/{pattern}")  # NotFound if the named path does not exist
-    return [Source(match, tree.entry(match), include) for match in tree.glob(pivot)]
+    return [Source(match, tree.entry(match), tree, include) for match in tree.glob(pivot)]
+
+
+def _download(url: str, spec: CopySpec, download_dir: Path | None, index: int) -> Source:
+    if download_dir is None:
+        raise SourceSpecError(f"ADD {url}: no directory to download into")
+    where = download_dir / f"url-{index}"
+    where.mkdir(parents=True, exist_ok=True)
+    got = fetch(url, where, checksum=spec.checksum)
+    remote_tree = SourceTree(where, name=url, reset_owner=True)
+    return Source(got.name, remote_tree.entry(got.name), remote_tree, remote=True)
+
+
+def digest_sources(sources: list[Source], spec: CopySpec, hasher_for: Callable[[SourceTree], Hasher]) -> list[tuple[str, str]]:
+    """(name, content digest) of each source, in order, heredocs last: what a COPY/ADD key holds."""
+    exclude = matcher_from_patterns(spec.excludes, what="--exclude")
+    out = []
+    for s in sources:
+        digest = hasher_for(s.tree).digest(s.entry, include=s.include, exclude=exclude)
+        out.append((("url:" if s.remote else "") + s.name, digest))
+    for name, data in spec.heredocs:
+        out.append((f"heredoc:{name}", "sha256:" + hashlib.sha256(data).hexdigest()))
+    return out
 
 
 def apply_sources(
-    tree: SourceTree,
     sources: list[Source],
     spec: CopySpec,
     dst_root: Path,
@@ -113,11 +178,13 @@ def apply_sources(
     exclude = matcher_from_patterns(spec.excludes, what="--exclude")
     _check_destination(sources, spec, dst_root, dest, dest_is_dir)
     for source in sources:
-        host = tree.host(source.entry.rel)
-        if spec.unpack and stat.S_ISREG(source.entry.st.st_mode) and is_archive(host):
+        host = source.tree.host(source.entry.rel)
+        unpack = spec.is_add and (spec.unpack if spec.unpack is not None else not source.remote)
+        if unpack and stat.S_ISREG(source.entry.st.st_mode) and is_archive(host):
             _unpack(host, source.name, dst_root, dest, opts, scratch_dir, what=f"{spec.command} {source.name}")
             continue
-        copy_entry(tree, source.entry, source.name, dst_root, dest, dest_is_dir, replace(opts, include=source.include, exclude=exclude))
+        per_source = replace(opts, include=source.include, exclude=exclude)
+        copy_entry(source.tree, source.entry, source.name, dst_root, dest, dest_is_dir, per_source)
     if spec.heredocs:
         with tempfile.TemporaryDirectory(dir=scratch_dir, prefix="heredoc-") as tmp:
             here = SourceTree(Path(tmp), name="heredoc", reset_owner=True)

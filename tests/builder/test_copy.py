@@ -18,9 +18,11 @@ from builder.archive import ArchiveError, is_archive
 from builder.chmod import parse_chmod
 from builder.context import SourceTree
 from builder.copy import CopyError, CopyOptions, dest_path
-from builder.sources import CopySpec, apply_sources, resolve_sources
+from builder.contenthash import Hasher
+from builder.sources import CopySpec, SourceSpecError, apply_sources, digest_sources, resolve_sources
 from builder.users import Identity
 from pybuild.errors import NotFound
+from tests.builder.conftest import BODY
 from tests.builder.helpers import ignoring, make_tree
 
 pytestmark = pytest.mark.root  # ownership, devices and chroot-like checks need root
@@ -31,7 +33,8 @@ def copy(ctx: Path, root: Path, *args: str, workdir: str = "/", opts: CopyOption
     tree = SourceTree(ctx, reset_owner=True, ignore=spec.pop("ignore", None))  # type: ignore[arg-type]
     command = str(spec.pop("command", "COPY"))
     s = CopySpec(command, tuple(sources), dest, workdir=workdir, **spec)  # type: ignore[arg-type]
-    apply_sources(tree, resolve_sources(tree, s), s, root, opts or CopyOptions(), scratch_dir=root.parent)
+    sources = resolve_sources(tree, s, download_dir=root.parent / "downloads")
+    apply_sources(sources, s, root, opts or CopyOptions(), scratch_dir=root.parent)
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ def test_source_times_are_kept_without_an_epoch(ctx: Path, root: Path) -> None:
 def test_stage_sources_keep_their_ownership(ctx: Path, root: Path) -> None:
     tree = SourceTree(ctx, name="stage build")  # no reset: COPY --from keeps owners
     spec = CopySpec("COPY", ("a.txt",), "/a")
-    apply_sources(tree, resolve_sources(tree, spec), spec, root, CopyOptions())
+    apply_sources(resolve_sources(tree, spec), spec, root, CopyOptions())
     assert (root / "a").stat().st_uid == 1234
 
 
@@ -312,3 +315,63 @@ def test_add_refuses_hostile_archives(ctx: Path, root: Path, tmp_path: Path, arc
         copy(ctx, root, "bad.tar", "/x/", command="ADD", unpack=True)
     assert not (tmp_path / "escaped").exists()
     assert not list(tmp_path.glob("**/evil"))
+
+
+def test_add_url_downloads_with_0600_and_remote_archives_stay_packed(ctx: Path, root: Path, server: str) -> None:
+    copy(ctx, root, f"{server}/files/tool.sh", "/usr/local/bin/", command="ADD")
+    tool = root / "usr/local/bin/tool.sh"
+    assert tool.read_bytes() == BODY
+    st = tool.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime) == (0o600, 0, 1445412480)
+    copy(ctx, root, f"{server}/pkg.tar", "/r/", command="ADD")
+    assert (root / "r/pkg.tar").is_file()  # remote archives are not extracted by default
+    copy(ctx, root, f"{server}/pkg.tar", "/u/", command="ADD", unpack=True)
+    assert (root / "u/inside.txt").read_text() == "inside"
+    copy(ctx, root, f"{server}/", "/unnamed/", command="ADD")
+    assert (root / "unnamed/__unnamed__").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "sources", "extra", "message"),
+    [
+        ("COPY", ("http://example.com/x",), {}, "source can't be a URL for COPY"),
+        ("COPY", ("a.txt",), {"checksum": "sha256:" + "0" * 64}, "checksum can't be specified for COPY"),
+        ("ADD", ("a.txt",), {"checksum": "sha256:" + "0" * 64}, "checksum requires HTTP"),
+        ("ADD", ("http://e/x", "http://e/y"), {"checksum": "sha256:" + "0" * 64}, "multiple sources"),
+        ("ADD", ("https://github.com/moby/buildkit.git",), {}, "git sources are not supported"),
+        ("COPY", ("git@github.com:moby/buildkit.git",), {}, "can't be a git ref for COPY"),
+    ],
+)
+def test_source_and_flag_combinations_buildkit_refuses(
+    ctx: Path, root: Path, command: str, sources: tuple[str, ...], extra: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SourceSpecError, match=message):
+        copy(ctx, root, *sources, "/x/", command=command, **extra)
+
+
+def test_copy_into_an_empty_layer_root_is_link_semantics(ctx: Path, tmp_path: Path) -> None:
+    # COPY --link copies into an empty directory that becomes its own layer: nothing of the
+    # image is read, so a symlink in the image at the destination is neither followed nor kept.
+    layer = tmp_path / "link-layer"
+    layer.mkdir()
+    copy(ctx, layer, "a.txt", "/etc/app/")
+    assert [str(p.relative_to(layer)) for p in sorted(layer.rglob("*"))] == ["etc", "etc/app", "etc/app/a.txt"]
+    assert stat.S_IMODE((layer / "etc").stat().st_mode) == 0o755
+
+
+def test_source_digests_follow_selection_and_content(ctx: Path, tmp_path: Path) -> None:
+    tree = SourceTree(ctx, reset_owner=True)
+    hasher = Hasher(tree)
+
+    def digests(*sources: str, **kw: object) -> list[tuple[str, str]]:
+        spec = CopySpec("COPY", tuple(sources), "/d/", **kw)  # type: ignore[arg-type]
+        return digest_sources(resolve_sources(tree, spec), spec, lambda t: hasher)
+
+    d = digests("dir", "a.txt")
+    assert [name for name, _ in d] == ["dir", "a.txt"]
+    assert digests("dir", excludes=("sub",)) != digests("dir")
+    (ctx / "dir/sub/y").write_text("changed")
+    assert digests("dir", excludes=("sub",)) == digests("dir", excludes=("sub",))
+    assert digests("dir")[0] != d[0]
+    heredoc = digests(heredocs=(("A", b"x"),))
+    assert heredoc == [("heredoc:A", "sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881")]

@@ -125,7 +125,7 @@ def test_copy_matches_docker_on_charliecloud_examples(context: Path, rootfs: Pat
         elif keyword == "COPY":
             *sources, dest = args.split()
             spec = CopySpec("COPY", tuple(sources), dest, workdir=workdir)
-            apply_sources(tree, resolve_sources(tree, spec), spec, rootfs, CopyOptions())
+            apply_sources(resolve_sources(tree, spec), spec, rootfs, CopyOptions())
     ls_tree, files, links = expected_outputs((CC / "examples__copy__expected.txt").read_text())
     assert run(rootfs, "/test", "ls -1FR .").rstrip("\n") == ls_tree
     got_files, got_links = listing(rootfs / "test")

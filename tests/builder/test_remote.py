@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import stat
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from builder.remote import RemoteError, fetch, is_git_url, is_url, parse_checksum, url_filename
 from pybuild.errors import DigestMismatch
-
-BODY = b"#!/bin/sh\necho downloaded\n"
-LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.startswith("/missing"):
-            self.send_error(404, "Not Found")
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(BODY)))
-        if not self.path.startswith("/notime"):
-            self.send_header("Last-Modified", LAST_MODIFIED)
-        self.end_headers()
-        self.wfile.write(BODY)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
-
+from tests.builder.conftest import BODY
 
 @pytest.mark.parametrize(
     ("url", "name"),
