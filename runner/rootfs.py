@@ -141,6 +141,10 @@ def _mount_one(mount: Mount, target: str) -> None:
         flags = ns.MS_NOSUID | ns.MS_NODEV | (ns.MS_RDONLY if mount.readonly else 0)
         ns.mount("tmpfs", target, "tmpfs", flags, ",".join(opts))
         return
+    if mount.kind == "volume" and mount.copy:
+        from runner.volumes import copy_into_empty_volume
+
+        copy_into_empty_volume(Path(target), Path(mount.source))
     ns.mount(mount.source, target, None, ns.MS_BIND | ns.MS_REC)
     if mount.readonly or mount.kind == "secret":
         _remount_readonly(target)

@@ -170,6 +170,9 @@ def _container_main(spec: SandboxSpec, plan: RootfsPlan, cgroup: cgroups.Cgroup,
     user = users.lookup(Path("/"), spec.process.user)
     env = process.container_env(spec.process.env, hostname=spec.hostname, home=user.home, tty=spec.process.tty)
     keep = capabilities.mask(spec.capabilities)
+    if cgroup.version == 2:
+        # no devices controller to stop a mknod'ed disk from being opened: no mknod at all
+        keep &= ~(1 << capabilities.CAPABILITY_NUMBERS["MKNOD"])
     if spec.init:
         run_init(spec.process.argv, env, spec.process.cwd, user, keep, ctx.err_w)
     process.become_and_exec(spec.process.argv, env, spec.process.cwd, user, keep, [ctx.err_w])

@@ -34,6 +34,7 @@ class Mount:
     size: int | None = None
     mode: int | None = None
     name: str = ""  # volume name, for inspect
+    copy: bool = False  # volume: copy the image's files there into it while it is empty
 
     def to_json(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "", False)}

@@ -1,0 +1,525 @@
+"""The container commands: run, ps, start, stop, restart, kill, pause, unpause, exec, logs, rm,
+commit and the `volume` group, with Docker's flags and output.
+
+Only this module prints. Imports of the runner happen inside the commands, and `run` imports
+nothing heavy before the container starts (no lark, no zstandard on that path).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pybuild.errors import PybuildError, RuntimeError_
+
+if TYPE_CHECKING:
+    from layerstore.oci import ContainerConfig
+    from pybuild.cli import Globals
+
+_RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+
+def _as_run_error(e: PybuildError) -> PybuildError:
+    """`run` exits 125 for its own failures (126/127 stay: the command could not be run)."""
+    if e.exit_code == 1:
+        e.exit_code = 125
+    return e
+
+
+def _as_command_error(e: PybuildError) -> PybuildError:
+    """Commands other than `run` exit 1 for their own failures, as docker's do (an exec'd
+    command that cannot be run keeps 126/127)."""
+    if e.exit_code == 125:
+        e.exit_code = 1
+    return e
+
+
+def _exits_1(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Apply `_as_command_error` to whatever the command raises."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PybuildError as e:
+            raise _as_command_error(e) from None
+
+    return wrapper
+
+
+def _for_each(refs: Sequence[str], action: Callable[[str], None]) -> None:
+    """Apply `action` to every ref, printing each ref done (as docker does) and every failure;
+    raise once at the end if any failed."""
+    failed: list[PybuildError] = []
+    for ref in refs:
+        try:
+            action(ref)
+            click.echo(ref)
+        except PybuildError as e:
+            failed.append(_as_command_error(e))
+    if failed:
+        for e in failed[:-1]:
+            click.echo(f"error: {e}", err=True)
+        raise failed[-1]
+
+
+def _env_from_files(files: Sequence[str]) -> list[str]:
+    """`--env-file` lines: K=V or K (taken from the caller); blank lines and # comments skipped."""
+    out = []
+    for name in files:
+        for line in Path(name).read_text().splitlines():
+            line = line.lstrip()
+            if not line or line.startswith("#"):
+                continue
+            out.append(line)
+    return out
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=_RUN_CONTEXT)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container (and its anonymous volumes) when it exits.")
+@click.option("--name", help="Name the container.")
+@click.option("-e", "--env", multiple=True, help="Set K=V (or pass K from this environment).")
+@click.option("--env-file", multiple=True, help="Read K=V lines from a file.")
+@click.option("-v", "--volume", multiple=True, help="Bind mount SRC:DST[:ro], named volume NAME:DST[:ro], or anonymous volume DST.")
+@click.option("--volumes-from", multiple=True, help="Mount the volumes of CONTAINER[:ro|:rw].")
+@click.option("--entrypoint", help="Replace the image's ENTRYPOINT ('' clears it).")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", help="user[:group] or uid[:gid].")
+@click.option("-h", "--hostname", help="Container host name (default: the short ID).")
+@click.option("--network", "--net", "network", default="none", show_default=True, help="none (own namespace, loopback only) or host.")
+@click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g); an OOM kills the container.")
+@click.option("--cpus", type=float, help="CPU time limit in CPUs (e.g. 0.5).")
+@click.option("--pids-limit", type=int, help="Maximum number of processes (-1: unlimited).")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
+@click.option("--init", is_flag=True, help="Run a reaping init as PID 1 that forwards signals.")
+@click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def run(g: Globals, **kw: Any) -> int:
+    """Run COMMAND (or the image's ENTRYPOINT/CMD) in a new container of IMAGE."""
+    from runner import containers, supervisor
+    from runner.cgroups import Limits
+
+    try:
+        if kw["tty"] and kw["interactive"] and not os.isatty(0):
+            raise RuntimeError_("the input device is not a TTY", hint="drop -t, or run from a terminal")
+        memory = None
+        if kw["memory"]:
+            from runner.display import parse_memory
+
+            memory = parse_memory(kw["memory"])
+        if kw["cpus"] is not None and not 0.01 <= kw["cpus"] <= (os.cpu_count() or 1):
+            raise RuntimeError_(f"range of CPUs is from 0.01 to {os.cpu_count() or 1}.00, as there are only {os.cpu_count() or 1} CPUs available")
+        opts = containers.CreateOptions(
+            image=kw["image"],
+            command=tuple(kw["command"]),
+            name=kw["name"],
+            env=tuple(_env_from_files(kw["env_file"]) + list(kw["env"])),
+            volumes=tuple(kw["volume"]),
+            volumes_from=tuple(kw["volumes_from"]),
+            entrypoint=kw["entrypoint"],
+            workdir=kw["workdir"],
+            user=kw["user"],
+            hostname=kw["hostname"],
+            network=kw["network"],
+            limits=Limits(memory=memory, cpus=kw["cpus"], pids=kw["pids_limit"]),
+            interactive=kw["interactive"],
+            tty=kw["tty"],
+            init=kw["init"],
+            auto_remove=kw["auto_remove"],
+            cap_add=tuple(kw["cap_add"]),
+            cap_drop=tuple(kw["cap_drop"]),
+        )
+        cdir, record, _ = containers.create(g.root, opts)
+    except PybuildError as e:
+        raise _as_run_error(e) from None
+    try:
+        if kw["detach"]:
+            supervisor.spawn(g.root, cdir)
+            click.echo(record.id)
+            return 0
+        status = supervisor.hold(g.root, cdir, supervisor.Attach(terminal=True, log=not kw["auto_remove"]))
+    except PybuildError as e:
+        if kw["auto_remove"]:
+            containers.remove(g.root, cdir, remove_volumes=True)
+        raise _as_run_error(e) from None
+    if status.oom_killed:
+        click.echo(f"error: container {record.short_id} was killed: out of memory (limit {kw['memory']})", err=True)
+    return status.code
+
+
+# -- listing and inspecting ----------------------------------------------------------------------
+
+
+@click.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers (default: running ones).")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate IDs and commands.")
+@click.pass_obj
+@_exits_1
+def ps(g: Globals, show_all: bool, quiet: bool, no_trunc: bool) -> None:
+    """List containers, as docker ps."""
+    import time
+
+    from runner import containers, display, state
+
+    states = containers.list_states(g.root)
+    if not show_all:
+        states = [s for s in states if s.status in (state.RUNNING, state.PAUSED)]
+    if quiet:
+        for s in states:
+            click.echo(s.id if no_trunc else s.short_id)
+        return
+    click.echo(display.table(display.PS_HEADER, display.ps_rows(states, time.time(), no_trunc=no_trunc)), nl=False)
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the container stops.")
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each chunk with its RFC 3339 time.")
+@click.option("-n", "--tail", default="all", help="Only the last N records ('all').")
+@click.argument("container")
+@click.pass_obj
+@_exits_1
+def logs(g: Globals, follow: bool, timestamps: bool, tail: str, container: str) -> None:
+    """Show a container's output (its stdout on stdout, its stderr on stderr)."""
+    import time
+
+    from runner import containers, logfile, state
+
+    cdir, s = containers.load(g.root, container)
+    offset = 0
+    records, offset = logfile.read_records(cdir / "log", offset)
+    if tail != "all":
+        try:
+            n = int(tail)
+        except ValueError:
+            raise PybuildError(f"invalid --tail value: {tail!r}") from None
+        records = records[-n:] if n > 0 else []
+    while True:
+        for r in records:
+            out = sys.stdout.buffer if r.stream == logfile.STDOUT else sys.stderr.buffer
+            if timestamps:
+                out.write(state.now_from_ns(r.time_ns).encode() + b" ")
+            out.write(r.data)
+            out.flush()
+        if not follow:
+            return
+        current = state.observed(state.load(cdir)) if (cdir / "state.json").exists() else None
+        records, offset = logfile.read_records(cdir / "log", offset)
+        if not records:
+            if current is None or current.status not in (state.RUNNING, state.PAUSED):
+                records, offset = logfile.read_records(cdir / "log", offset)
+                if not records:
+                    return
+            time.sleep(0.05)
+
+
+# -- lifecycle -------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def start(g: Globals, containers_: tuple[str, ...]) -> None:
+    """Start stopped containers (detached; their upper dirs are kept)."""
+    from runner import containers, state, supervisor
+
+    def one(ref: str) -> None:
+        cdir, s = containers.load(g.root, ref)
+        if s.status not in (state.RUNNING, state.PAUSED):
+            supervisor.spawn(g.root, cdir)
+
+    _for_each(containers_, one)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL (default 10).")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def stop(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
+    """Stop containers: the image's StopSignal (default SIGTERM), then SIGKILL after the grace time."""
+    from runner import containers, lifecycle
+
+    _for_each(containers_, lambda ref: lifecycle.stop(containers.find(g.root, ref), timeout))
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL (default 10).")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def restart(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
+    """Stop (if running) and start containers again."""
+    from runner import containers, lifecycle, supervisor
+
+    def one(ref: str) -> None:
+        cdir = containers.find(g.root, ref)
+        lifecycle.stop(cdir, timeout)
+        supervisor.spawn(g.root, cdir)
+
+    _for_each(containers_, one)
+
+
+@click.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal name or number.")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def kill(g: Globals, sig: str, containers_: tuple[str, ...]) -> None:
+    """Send a signal to the main process of containers."""
+    from runner import containers, lifecycle
+
+    number = containers.signal_number(sig)
+    _for_each(containers_, lambda ref: lifecycle.kill(containers.find(g.root, ref), number))
+
+
+@click.command()
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def pause(g: Globals, containers_: tuple[str, ...]) -> None:
+    """Freeze every process of containers (cgroup freezer)."""
+    from runner import containers, lifecycle
+
+    _for_each(containers_, lambda ref: lifecycle.pause(containers.find(g.root, ref)))
+
+
+@click.command()
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def unpause(g: Globals, containers_: tuple[str, ...]) -> None:
+    """Thaw paused containers."""
+    from runner import containers, lifecycle
+
+    _for_each(containers_, lambda ref: lifecycle.unpause(containers.find(g.root, ref)))
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Also remove its anonymous volumes.")
+@click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
+@click.pass_obj
+def rm(g: Globals, force: bool, volumes: bool, containers_: tuple[str, ...]) -> None:
+    """Remove containers."""
+    import signal
+
+    from runner import containers, lifecycle, state
+
+    def one(ref: str) -> None:
+        cdir, s = containers.load(g.root, ref)
+        if s.status in (state.RUNNING, state.PAUSED):
+            if not force:
+                raise RuntimeError_(
+                    f'cannot remove container "/{s.name}": container is running',
+                    hint="stop the container before removing or force remove (rm -f)",
+                )
+            cg = s.get_cgroup()
+            if cg is not None:
+                cg.kill_all(signal.SIGKILL)
+                if s.status == state.PAUSED:
+                    cg.thaw()
+            lifecycle.send_signal(s, signal.SIGKILL)
+            lifecycle.wait_recorded(cdir)
+        containers.remove(g.root, cdir, remove_volumes=volumes)
+
+    _for_each(containers_, one)
+
+
+# -- exec --------------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=_RUN_CONTEXT)
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
+@click.option("-e", "--env", multiple=True, help="Set K=V (or pass K from this environment).")
+@click.option("-u", "--user", help="user[:group] (default: the container's).")
+@click.option("-w", "--workdir", help="Working directory (default: the container's).")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def exec_(g: Globals, interactive: bool, tty: bool, env: tuple[str, ...], user: str | None, workdir: str | None, container: str, command: tuple[str, ...]) -> int:
+    """Run COMMAND in a running container; exits with its status."""
+    from contextlib import nullcontext
+
+    from runner import containers, enter, supervisor, terminal
+    from runner.spec import ProcessSpec
+    from runner.streams import Relay, writer_to
+
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if tty and interactive and not os.isatty(0):
+            raise RuntimeError_("the input device is not a TTY", hint="drop -t, or run from a terminal")
+        _, s = containers.load(g.root, container)
+        proc = ProcessSpec(
+            tuple(command),
+            containers.merge_env(s.config.env, env, dict(os.environ)),
+            workdir or s.config.cwd,
+            s.config.user if user is None else user,
+            tty,
+        )
+        launched = enter.exec_in(
+            s, proc, stdin=0 if interactive and not tty else null, stdout=1, stderr=2,
+            winsize=terminal.get_winsize(0) if tty else None,
+        )
+    except PybuildError as e:
+        raise _as_command_error(e) from None
+    finally:
+        os.close(null)
+    relay = Relay()
+    if launched.master is not None:
+        relay.add_source(launched.master, writer_to(1))
+        if interactive:
+            relay.add_forward(0, launched.master)
+    supervisor.proxy_signals(launched.signal, launched.master)
+    with terminal.raw_mode(0) if (tty and interactive) else nullcontext():
+        status = launched.wait(relay)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+# -- commit ------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("-m", "--message", help="Commit message (the history entry's comment).")
+@click.option("-a", "--author", help="Author, e.g. 'Name <email>'.")
+@click.option("-c", "--change", multiple=True, help="Apply a Buildfile instruction: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR.")
+@click.option("-p", "--pause", type=bool, default=True, show_default=True, help="Freeze the container while committing.")
+@click.argument("container")
+@click.argument("repository", required=False)
+@click.pass_obj
+@_exits_1
+def commit(g: Globals, message: str | None, author: str | None, change: tuple[str, ...], pause: bool, container: str, repository: str | None) -> None:
+    """Create an image from a container's changes (one layer, history, parent)."""
+    from runner import commit as commit_mod
+    from runner import containers
+
+    cdir = containers.find(g.root, container)
+    changes = (lambda cfg: apply_changes(cfg, change)) if change else None
+    image = commit_mod.commit(g.root, cdir, tag=repository, message=message, author=author, changes=changes, pause=pause)
+    click.echo(image.id)
+
+
+_CHANGE_KEYWORDS = {"cmd", "entrypoint", "env", "expose", "label", "onbuild", "stopsignal", "user", "volume", "workdir"}
+
+
+def apply_changes(config: ContainerConfig, changes: Sequence[str]) -> ContainerConfig:
+    """`docker commit --change`: each change is one Buildfile instruction applied to the config."""
+    from dataclasses import replace
+
+    from parser.arguments import parse_line
+    from parser.shell import expand_word
+
+    for text in changes:
+        line = parse_line(text, "\\")
+        keyword = line.keyword.lower()
+        if keyword not in _CHANGE_KEYWORDS:
+            raise PybuildError(f"{line.keyword} is not a valid change command", hint="use one of " + ", ".join(sorted(k.upper() for k in _CHANGE_KEYWORDS)))
+        env = config.env_dict()
+        words = [expand_word(a, env) for a in line.args] if keyword not in ("cmd", "entrypoint", "onbuild") else list(line.args)
+        if keyword in ("cmd", "entrypoint"):
+            argv = tuple(line.args) if line.json else (*(config.shell or ("/bin/sh", "-c")), line.args[0])
+            config = replace(config, **{keyword: argv})
+        elif keyword == "env":
+            config = config.with_env(**{words[i]: words[i + 1] for i in range(0, len(words), 3)})
+        elif keyword == "label":
+            labels = dict(config.labels or {})
+            labels.update({words[i]: words[i + 1] for i in range(0, len(words), 3)})
+            config = replace(config, labels=labels)
+        elif keyword == "expose":
+            ports = dict(config.exposed_ports or {})
+            ports.update({(p if "/" in p else p + "/tcp"): {} for p in words})
+            config = replace(config, exposed_ports=ports)
+        elif keyword == "volume":
+            vols = dict(config.volumes or {})
+            vols.update({v: {} for v in words})
+            config = replace(config, volumes=vols)
+        elif keyword == "onbuild":
+            config = replace(config, on_build=(*(config.on_build or ()), text.split(None, 1)[1]))
+        elif keyword == "stopsignal":
+            config = replace(config, stop_signal=words[0])
+        elif keyword == "user":
+            config = replace(config, user=words[0])
+        elif keyword == "workdir":
+            config = replace(config, working_dir=os.path.join(config.working_dir or "/", words[0]))
+    return config
+
+
+# -- volumes -----------------------------------------------------------------------------------------
+
+
+@click.group()
+def volume() -> None:
+    """Manage named volumes (kept in the store's volumes/)."""
+
+
+@volume.command("create")
+@click.option("--label", multiple=True, help="K=V metadata.")
+@click.argument("name", required=False)
+@click.pass_obj
+@_exits_1
+def volume_create(g: Globals, label: tuple[str, ...], name: str | None) -> None:
+    """Create a volume (a random name if none is given); print its name."""
+    from runner import state, volumes
+
+    labels = dict(item.partition("=")[::2] for item in label)
+    click.echo(volumes.create(g.root, name, labels=labels, now=state.now()).name)
+
+
+@volume.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only names.")
+@click.pass_obj
+def volume_ls(g: Globals, quiet: bool) -> None:
+    """List volumes."""
+    from runner import display, volumes
+
+    found = volumes.all_volumes(g.root)
+    if quiet:
+        for v in found:
+            click.echo(v.name)
+        return
+    click.echo(display.table(("DRIVER", "VOLUME NAME"), [("local", v.name) for v in found]), nl=False)
+
+
+@volume.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Do not fail when a volume does not exist.")
+@click.argument("names", metavar="VOLUME...", nargs=-1, required=True)
+@click.pass_obj
+def volume_rm(g: Globals, force: bool, names: tuple[str, ...]) -> None:
+    """Remove volumes that no container uses."""
+    from pybuild.errors import NotFound
+    from runner import containers, volumes
+
+    def one(name: str) -> None:
+        users = containers.volume_users(g.root, name)
+        if users:
+            raise RuntimeError_(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        try:
+            volumes.remove(g.root, name)
+        except NotFound:
+            if not force:
+                raise
+
+    _for_each(names, one)
+
+
+@volume.command("inspect")
+@click.argument("names", metavar="VOLUME...", nargs=-1, required=True)
+@click.pass_obj
+@_exits_1
+def volume_inspect(g: Globals, names: tuple[str, ...]) -> None:
+    """Show volumes as JSON."""
+    import json
+
+    from runner import volumes
+
+    click.echo(json.dumps([volumes.get(g.root, n).inspect() for n in names], indent=4))
