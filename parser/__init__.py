@@ -39,6 +39,7 @@ from parser.instructions import (
     Onbuild,
     Run,
     Shell,
+    SourcesAndDest,
     Stage,
     Stopsignal,
     User,
@@ -49,7 +50,7 @@ from parser.lint import apply_check, lint
 from parser.mounts import Device, Mount, MountError, MountSpec
 from parser.nodes import CheckConfig, Directives, Heredoc, Node, NodeTree, ParseWarning
 from parser.output import dump, to_json
-from parser.scanner import parse_nodes, scan
+from parser.scanner import no_gc, parse_nodes, scan
 from parser.signals import parse_signal
 from parser.typed import parse_instruction, to_buildfile
 from pybuild.errors import ParseError, ParseErrors
@@ -62,14 +63,22 @@ def _by_position(errors: list[ParseError]) -> list[ParseError]:
 def parse_buildfile(text: str | bytes, file: str = "Buildfile") -> Buildfile:
     """Parse a whole Buildfile. Raises ParseErrors (every error found, in line order)."""
     tree, errors = scan(text, file)
-    try:
-        buildfile = to_buildfile(tree)
-    except ParseErrors as e:
-        raise ParseErrors(_by_position(errors + e.errors)) from None
-    if errors:
-        raise ParseErrors(_by_position(errors))
-    warnings = apply_check(tree.warnings + lint(buildfile), tree.directives.check_config)
-    return dataclasses.replace(buildfile, warnings=warnings)
+    return typed_buildfile(tree, errors)
+
+
+def typed_buildfile(tree: NodeTree, errors: list[ParseError] | None = None) -> Buildfile:
+    """The typed level of an already scanned node tree (`errors`: the scan's own errors, to be
+    reported together with the typed level's)."""
+    errors = list(errors or ())
+    with no_gc():
+        try:
+            buildfile = to_buildfile(tree)
+        except ParseErrors as e:
+            raise ParseErrors(_by_position(errors + e.errors)) from None
+        if errors:
+            raise ParseErrors(_by_position(errors))
+        warnings = apply_check(tree.warnings + lint(buildfile), tree.directives.check_config)
+        return dataclasses.replace(buildfile, warnings=warnings)
 
 
 def parse_instructions(text: str | bytes, file: str = "Buildfile") -> tuple[Instruction, ...]:
@@ -78,7 +87,7 @@ def parse_instructions(text: str | bytes, file: str = "Buildfile") -> tuple[Inst
     out: list[Instruction] = []
     for node in tree.nodes:
         try:
-            out.append(parse_instruction(node, file))
+            out.append(parse_instruction(node, file, tree.escape))
         except ParseErrors as e:
             errors.extend(e.errors)
         except ParseError as e:
@@ -92,6 +101,7 @@ __all__ = [
     "Add", "Arg", "ArgDef", "Buildfile", "CheckConfig", "Cmd", "CommandLine", "Copy", "Device", "Directives",
     "Entrypoint", "Env", "Expose", "From", "Healthcheck", "Heredoc", "HeredocSource", "Instruction", "KeyValue",
     "Label", "Location", "Maintainer", "Mount", "MountError", "MountSpec", "Node", "NodeTree", "Onbuild",
-    "ParseWarning", "Run", "Shell", "Stage", "Stopsignal", "User", "Volume", "Workdir", "dump",
-    "parse_buildfile", "parse_instruction", "parse_instructions", "parse_nodes", "parse_signal", "to_json",
+    "ParseWarning", "Run", "Shell", "SourcesAndDest", "Stage", "Stopsignal", "User", "Volume", "Workdir", "dump",
+    "parse_buildfile", "parse_instruction", "parse_instructions", "parse_nodes", "parse_signal", "scan", "to_json",
+    "typed_buildfile",
 ]

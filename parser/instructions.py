@@ -122,7 +122,9 @@ class Entrypoint(CommandLine):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Transfer(Instruction):
+class SourcesAndDest(Instruction):
+    """What COPY and ADD share (BuildKit's SourcesAndDest plus the common flags)."""
+
     sources: tuple[str, ...]  # unexpanded paths (or URLs), in order
     dest: str  # unexpanded
     heredoc_sources: tuple[HeredocSource, ...] = ()
@@ -134,14 +136,14 @@ class _Transfer(Instruction):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Copy(_Transfer):
+class Copy(SourcesAndDest):
     keyword: ClassVar[str] = "COPY"
     from_: str | None = None  # a stage name or index, an image, or a named context; never expanded
     parents: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
-class Add(_Transfer):
+class Add(SourcesAndDest):
     keyword: ClassVar[str] = "ADD"
     keep_git_dir: bool = False
     checksum: str | None = None  # unexpanded

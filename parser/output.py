@@ -12,12 +12,15 @@ import json
 from typing import Any, Protocol
 
 from parser.gotext import go_lower, go_quote, quote_slice
-from parser.nodes import Node, NodeTree
+from parser.nodes import Node, NodeTree, ParseWarning
 
 
 class HasNodes(Protocol):
     @property
     def nodes(self) -> NodeTree: ...
+
+    @property
+    def warnings(self) -> tuple[ParseWarning, ...]: ...
 
 
 def _tree(parsed: NodeTree | HasNodes) -> NodeTree:
@@ -61,12 +64,14 @@ def _node_json(node: Node) -> dict[str, Any]:
 
 
 def to_json_value(parsed: NodeTree | HasNodes) -> dict[str, Any]:
+    """The node level as a JSON value; the warnings are the parsed object's own (a Buildfile's
+    include the lint warnings)."""
     tree = _tree(parsed)
     d = tree.directives
     return {
         "escape_token": d.escape,
         "directives": {"escape": d.escape, "syntax": d.syntax, "check": d.check},
-        "warnings": [w.to_dict() for w in tree.warnings],
+        "warnings": [w.to_dict() for w in parsed.warnings],
         "instructions": [_node_json(node) for node in tree.nodes],
     }
 

@@ -23,6 +23,7 @@ from parser.flags import (
     parse_flags,
 )
 from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest
+from parser.expansions import syntax_error
 from parser.heredoc import HeredocError, parse_marker
 from parser.instructions import (
     INSTRUCTION_CLASSES,
@@ -67,9 +68,10 @@ MIN_INTERVAL_NS = 1_000_000  # container.MinimumDuration
 class _Request:
     """One node being converted: its file, and errors located at its words."""
 
-    def __init__(self, node: Node, file: str) -> None:
+    def __init__(self, node: Node, file: str, escape: str) -> None:
         self.node = node
         self.file = file
+        self.escape = escape
         self.args = list(node.args) if node.child is None else [node.child.keyword, *node.child.args]
 
     def error(self, message: str, *, at_args: bool = False, word: str | None = None, flag: str | None = None,
@@ -225,7 +227,7 @@ def _parse_onbuild(req: _Request) -> Instruction:
     if node.child is not None:
         child = dataclasses.replace(node.child, heredocs=node.heredocs)
         try:
-            parsed = _instruction(_Request(child, req.file))
+            parsed = _instruction(_Request(child, req.file, req.escape))
         except ParseError:
             parsed = None
     return Onbuild(expression=expression, trigger=parsed, **req.base())  # type: ignore[arg-type]
@@ -400,13 +402,20 @@ def _instruction(req: _Request) -> Instruction:
     if parse is None:
         match = suggest(req.node.keyword, list(INSTRUCTION_CLASSES))
         raise req.error(f"unknown instruction: {req.node.keyword}",
-                        hint=f"did you mean {match}?" if match else "see `pybuild parse --help` for the instructions")
-    return parse(req)
+                        hint=f"did you mean {match}?" if match else "see the Buildfile section of the README")
+    inst = parse(req)
+    bad = syntax_error(inst, req.escape)
+    if bad is not None:
+        word, message = bad
+        hint = "close the quote" if "matching" in message and "quote" in message else None
+        raise req.error(f"failed to process {go_quote(word)}: {message}", word=word.split("\n", 1)[0], hint=hint)
+    return inst
 
 
-def parse_instruction(node: Node, file: str = "Buildfile") -> Instruction:
-    """One node as a typed instruction; raises ParseError (or ParseErrors for several bad flags)."""
-    return _instruction(_Request(node, file))
+def parse_instruction(node: Node, file: str = "Buildfile", escape: str = "\\") -> Instruction:
+    """One node as a typed instruction; raises ParseError (or ParseErrors for several bad flags).
+    `escape` is the file's escape character (`# escape=`)."""
+    return _instruction(_Request(node, file, escape))
 
 
 def to_buildfile(tree: NodeTree, warnings: Callable[[Buildfile], tuple[ParseWarning, ...]] | None = None) -> Buildfile:
@@ -416,7 +425,7 @@ def to_buildfile(tree: NodeTree, warnings: Callable[[Buildfile], tuple[ParseWarn
     stages: list[tuple[From, list[Instruction]]] = []
     for node in tree.nodes:
         try:
-            inst = parse_instruction(node, tree.file)
+            inst = parse_instruction(node, tree.file, tree.escape)
         except ParseErrors as e:
             errors.extend(e.errors)
             continue

@@ -54,23 +54,23 @@ def parse(ctx: click.Context, file: str | None, fmt: str) -> None:
     heredocs or quotes, ...), one line each, and the exit status is then 1.
     """
     import parser
-    from pybuild.errors import ParseErrors
+    from pybuild.errors import ParseError, ParseErrors
 
     data, name = _read(file)
-    tree, errors = parser.scan(data, name)
-    if not errors:
-        out = parser.dump(tree) if fmt == "dump" else parser.to_json(tree)
-        try:
-            buildfile = parser.parse_buildfile(data, name)
-        except ParseErrors as e:
-            errors = e.errors
+    tree, scan_errors = parser.scan(data, name)
+    errors: list[ParseError] = []
+    buildfile = None
+    try:
+        buildfile = parser.typed_buildfile(tree, scan_errors)
+    except ParseErrors as e:
+        errors = e.errors
+    if not scan_errors:  # the node level is complete: print it even when the typed level failed
+        if fmt == "json":
+            click.echo(parser.to_json(buildfile or tree), nl=False)
         else:
-            if fmt == "json":
-                out = parser.to_json(buildfile)
-            else:
-                for w in buildfile.warnings:
-                    click.echo(f"warning: {name}:{w.line}: {w.message} ({w.rule})", err=True)
-        click.echo(out, nl=False)
+            click.echo(parser.dump(tree), nl=False)
+            for w in buildfile.warnings if buildfile else ():
+                click.echo(f"warning: {name}:{w.line}: {w.message} ({w.rule})", err=True)
     for err in errors:
         click.echo(f"error: {err.message}", err=True)
         if err.hint:
