@@ -217,30 +217,41 @@ def _validated(m: Mount, ro_auto: bool) -> Mount:
 
 @dataclass(frozen=True)
 class Device:
-    """`RUN --device=<CDI name>[,required]`."""
+    """`RUN --device=<CDI name>[,required]` (the name may itself hold `=`)."""
 
     name: str
     required: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Device:
+        """BuildKit's ParseDevice; raises MountError."""
+        try:
+            record = csv_record(text)
+        except MountError as e:
+            raise MountError(f"failed to parse csv devices: {e}") from None
         name = ""
         required = False
-        for field in csv_record(text):
+        for field in record:
             key, eq, value = field.partition("=")
-            if key.lower() == "required":
-                try:
-                    required = parse_bool(value) if eq else True
-                except ValueError:
-                    raise _bad("required", value) from None
-            elif eq and key.lower() == "name":
+            key = key.lower()
+            if key == "required":
+                if eq:
+                    try:
+                        required = parse_bool(value)
+                    except ValueError:
+                        raise _bad(key, value) from None
+                else:
+                    required = True
+            elif key == "name" and eq:
+                if name:
+                    raise MountError(f"device name already set to {name}")
                 name = value
-            elif not eq and not name:
+            elif not name:
                 name = field
+            elif not eq:
+                raise MountError(f"invalid field '{field}' must be a key=value pair")
             else:
-                raise MountError(f"invalid device field '{field}'")
-        if not name:
-            raise MountError(f"device name is required: {go_quote(text)}")
+                raise MountError(f"unexpected key '{key}' in '{field}'")
         return cls(name=name, required=required)
 
 
