@@ -1,8 +1,9 @@
 """Layer compression: media types, and streaming compressors and decompressors with pinned settings.
 
-zstd is the default (level 3, multithreaded, no checksum frame: the digest covers the content).
-zstd's multithreaded format does not depend on the number of worker threads, so the same tar gives
-the same blob on any machine with the same zstd library. gzip is written on request (umoci and
+zstd is the default (level 3, single-threaded, no checksum frame: the digest covers the content),
+so the same tar gives the same blob with the same zstd library. Single-threaded because
+python-zstandard's multithreaded mode cost three times the CPU in bench/store_bench.py, and on the
+2-core machines we target the other core is busy hashing the tar (layers._LayerSink). gzip is written on request (umoci and
 older registries need it) with zlib's fixed header (mtime 0), so it is reproducible too.
 """
 
@@ -48,7 +49,7 @@ class _Identity:
 def compressor(compression: str) -> Compressor:
     """A fresh streaming compressor for `compression` ("zstd", "gzip" or "none")."""
     if compression == "zstd":
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=False, write_content_size=False)
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=False, write_content_size=False)
         return cctx.compressobj()  # type: ignore[no-any-return]
     if compression == "gzip":
         return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip wrapper, mtime 0

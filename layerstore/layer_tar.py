@@ -50,15 +50,12 @@ class WhiteoutNameError(StoreError):
     """A real file whose name starts with `.wh.`: a layer cannot carry it (it means a deletion)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Node:
     rel: bytes  # path relative to the root, no leading ./
+    name: bytes
     st: os.stat_result
-
-    @property
-    def is_whiteout(self) -> bool:
-        # the kernel shares one whiteout inode: test for it before hardlinks
-        return stat.S_ISCHR(self.st.st_mode) and self.st.st_rdev == 0
+    is_whiteout: bool  # the kernel shares one whiteout inode: test for it before hardlinks
 
 
 def keep_xattr(name: bytes) -> bool:
@@ -80,11 +77,13 @@ def _children(root: bytes, rel: bytes) -> list[_Node]:
     """A directory's entries in layer order: whiteouts first, then bytewise by name."""
     base = os.path.join(root, rel) if rel else root
     nodes = []
+    prefix = rel + b"/" if rel else b""
     with os.scandir(base) as it:
         for d in it:
-            child = rel + b"/" + d.name if rel else d.name
-            nodes.append(_Node(child, d.stat(follow_symlinks=False)))
-    nodes.sort(key=lambda n: (not n.is_whiteout, os.path.basename(n.rel)))
+            st = d.stat(follow_symlinks=False)
+            whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+            nodes.append(_Node(prefix + d.name, d.name, st, whiteout))
+    nodes.sort(key=lambda n: (not n.is_whiteout, n.name))
     return nodes
 
 
@@ -164,55 +163,44 @@ def write_tree(root: str | os.PathLike[str], sink: Sink, *, source_date_epoch: i
     for node in walk(root_b):
         st = node.st
         mode = st.st_mode
-        dirname, base = os.path.split(node.rel)
         full = os.path.join(root_b, node.rel)
-        mtime = clamp_mtime(st.st_mtime_ns, source_date_epoch)
         if node.is_whiteout:
-            name = os.path.join(dirname, WHITEOUT_PREFIX + base)
+            name = os.path.join(os.path.dirname(node.rel), WHITEOUT_PREFIX + node.name)
             out.write(encode_header(TarEntry(name=name, type=REGULAR, mode=0, mtime=0)))
             count += 1
             continue
-        if base.startswith(WHITEOUT_PREFIX):
+        if node.name.startswith(WHITEOUT_PREFIX):
             raise WhiteoutNameError(
                 f"{show_name(full)}: a file named '.wh.*' cannot be stored in a layer (the name means a deletion)",
                 hint="rename or remove it before committing",
             )
-        common = dict(name=node.rel, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid, mtime=mtime)
         if stat.S_ISSOCK(mode):
             continue
-        if not stat.S_ISDIR(mode) and st.st_nlink > 1:
+        kind, size, link, major, minor = _kind(mode), 0, b"", 0, 0
+        if kind != DIRECTORY and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             target = first_path.get(key)
             if target is not None:
-                out.write(encode_header(TarEntry(type=HARDLINK, linkname=target, **common)))  # type: ignore[arg-type]
-                count += 1
-                continue
-            first_path[key] = node.rel
-        if stat.S_ISLNK(mode):
-            entry = TarEntry(type=SYMLINK, linkname=os.readlink(full), **common)  # type: ignore[arg-type]
-        else:
-            xattrs = _xattrs(full)
-            if stat.S_ISDIR(mode):
-                entry = TarEntry(type=DIRECTORY, xattrs=xattrs, **common)  # type: ignore[arg-type]
-            elif stat.S_ISREG(mode):
-                entry = TarEntry(type=REGULAR, size=st.st_size, xattrs=xattrs, **common)  # type: ignore[arg-type]
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                entry = TarEntry(
-                    type=CHAR if stat.S_ISCHR(mode) else BLOCKDEV,
-                    devmajor=os.major(st.st_rdev),
-                    devminor=os.minor(st.st_rdev),
-                    xattrs=xattrs,
-                    **common,  # type: ignore[arg-type]
-                )
-            elif stat.S_ISFIFO(mode):
-                entry = TarEntry(type=FIFO, xattrs=xattrs, **common)  # type: ignore[arg-type]
-            else:  # pragma: no cover - no other file types exist on Linux
-                continue
-        out.write(encode_header(entry))
+                kind, link = HARDLINK, target
+            else:
+                first_path[key] = node.rel
+        if kind == SYMLINK:
+            link = os.readlink(full)
+        elif kind == REGULAR:
+            size = st.st_size
+        elif kind in (CHAR, BLOCKDEV):
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        entry = TarEntry(
+            name=node.rel, type=kind, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid, size=size,
+            mtime=clamp_mtime(st.st_mtime_ns, source_date_epoch), linkname=link, devmajor=major, devminor=minor,
+            xattrs=() if kind in (SYMLINK, HARDLINK) else _xattrs(full),
+        )
         count += 1
-        if entry.type == REGULAR:
-            _copy_contents(full, entry.size, out, chunk)
-        elif entry.type == DIRECTORY and _is_opaque(full):
+        if kind == REGULAR:
+            _copy_contents(full, size, encode_header(entry), out, chunk)
+            continue
+        out.write(encode_header(entry))
+        if kind == DIRECTORY and _is_opaque(full):
             # layer.md: the opaque marker follows its directory's own entry
             marker = os.path.join(node.rel, OPAQUE_MARKER)
             out.write(encode_header(TarEntry(name=marker, type=REGULAR, mode=0, uid=st.st_uid, gid=st.st_gid)))
@@ -222,30 +210,36 @@ def write_tree(root: str | os.PathLike[str], sink: Sink, *, source_date_epoch: i
     return count
 
 
-def _copy_contents(path: bytes, size: int, out: _BufferedSink, chunk: bytearray) -> None:
+_KINDS = {stat.S_IFREG: REGULAR, stat.S_IFDIR: DIRECTORY, stat.S_IFLNK: SYMLINK, stat.S_IFCHR: CHAR,
+          stat.S_IFBLK: BLOCKDEV, stat.S_IFIFO: FIFO}
+
+
+def _kind(mode: int) -> bytes:
+    return _KINDS[stat.S_IFMT(mode)]
+
+
+def _copy_contents(path: bytes, size: int, header: bytes, out: _BufferedSink, chunk: bytearray) -> None:
+    """Header, contents and padding of a regular file (small files in one write)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if size < _BUFFER:
             data = os.read(fd, size) if size else b""
-            got = len(data)
-            while got < size:
-                more = os.read(fd, size - got)
+            while len(data) < size:
+                more = os.read(fd, size - len(data))
                 if not more:
-                    break
-                data += more
-                got += len(more)
-            if got < size:
-                raise StoreError(f"{show_name(path)}: file shrank while it was being read")
-            out.write(data)
-        else:
-            view = memoryview(chunk)
-            left = size
-            while left:
-                n = os.readv(fd, [view[: min(left, READ_SIZE)]])
-                if n == 0:
                     raise StoreError(f"{show_name(path)}: file shrank while it was being read")
-                out.write(view[:n])
-                left -= n
+                data += more
+            out.write(header + data + b"\0" * padding(size))
+            return
+        out.write(header)
+        view = memoryview(chunk)
+        left = size
+        while left:
+            n = os.readv(fd, [view[: min(left, READ_SIZE)]])
+            if n == 0:
+                raise StoreError(f"{show_name(path)}: file shrank while it was being read")
+            out.write(view[:n])
+            left -= n
+        out.write(b"\0" * padding(size))
     finally:
         os.close(fd)
-    out.write(b"\0" * padding(size))

@@ -20,6 +20,8 @@ import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,25 +85,49 @@ class HashingReader:
 
 
 class _LayerSink:
-    """tar bytes -> sha256 (diff_id) -> compressor -> `out` (which hashes the blob)."""
+    """tar bytes -> sha256 (diff_id) -> compressor -> `out` (which hashes the blob and writes it).
+
+    The three costs (hashing the tar, compressing it, hashing and writing the blob) all release the
+    GIL, so they run as a pipeline: hashing on one helper thread, compression here, the blob's hash
+    and write on another, each in order. At most MAX_PENDING chunks are in flight, which bounds
+    memory; `finish` waits for everything and re-raises the first error (e.g. a full disk)."""
+
+    MAX_PENDING = 8
 
     def __init__(self, out: object, compression: str) -> None:
         self._out = out
         self._compressor = compressor(compression)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="diff-id")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="blob-write")
+        self._pending: deque[Future[object]] = deque()
         self.hash = hashlib.sha256()
         self.size = 0
 
     def __call__(self, data: bytes | bytearray | memoryview) -> None:
-        self.hash.update(data)
-        self.size += len(data)
-        z = self._compressor.compress(data)
+        chunk = data if isinstance(data, bytes) else bytes(data)  # the caller reuses its buffer
+        self.size += len(chunk)
+        self._pending.append(self._hasher.submit(self.hash.update, chunk))
+        self._emit(self._compressor.compress(chunk))
+        while len(self._pending) > self.MAX_PENDING:
+            self._pending.popleft().result()
+
+    def _emit(self, z: bytes) -> None:
         if z:
-            self._out.write(z)  # type: ignore[attr-defined]
+            self._pending.append(self._writer.submit(self._out.write, z))  # type: ignore[attr-defined]
 
     def finish(self) -> None:
-        z = self._compressor.flush()
-        if z:
-            self._out.write(z)  # type: ignore[attr-defined]
+        self._emit(self._compressor.flush())
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> _LayerSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._hasher.shutdown()
+        self._writer.shutdown()
 
     @property
     def diff_id(self) -> str:
@@ -180,8 +206,7 @@ class Layers:
         unpacked; either way `path` is gone afterwards. Raises WhiteoutNameError for a real `.wh.*`
         file, leaving `path` untouched.
         """
-        with self.blobs.writer() as out:
-            sink = _LayerSink(out, compression)
+        with self.blobs.writer() as out, _LayerSink(out, compression) as sink:
             write_tree(path, sink, source_date_epoch=source_date_epoch)
             sink.finish()
         layer = Layer(sink.diff_id, out.result.digest, out.result.size, MEDIA_TYPES[compression], sink.size)
@@ -244,8 +269,7 @@ class Layers:
         found = self.known(layer.diff_id, compression)
         if found is not None:
             return found
-        with self.open_tar(layer) as tar, self.blobs.writer() as out:
-            sink = _LayerSink(out, compression)
+        with self.open_tar(layer) as tar, self.blobs.writer() as out, _LayerSink(out, compression) as sink:
             while chunk := tar.read(1 << 20):
                 sink(chunk)
             sink.finish()

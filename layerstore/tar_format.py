@@ -12,6 +12,7 @@ limit; every failure is a `TarFormatError` naming the entry.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -119,31 +120,27 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
+# name, numbers (mode uid gid size mtime), chksum, type, linkname, magic+version, uname, gname,
+# devmajor devminor, prefix, pad: 512 bytes
+_USTAR = struct.Struct("100s48s8sc100s8s32s32s16s155s12s")
+_LIMITS = (8**7, 8**7, 8**7, 8**11, 8**11)
+
+
 def _ustar(
     name: bytes, type_: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
     linkname: bytes, devmajor: int, devminor: int,
 ) -> bytes:
-    def octal(value: int, width: int) -> bytes:
-        if value >= 8 ** (width - 1):
-            value = 0  # the pax header carries it
-        return b"%0*o\0" % (width - 1, value)
-
-    h = bytearray(BLOCK)
-    h[0:100] = name[:100].ljust(100, b"\0")
-    h[100:108] = octal(mode & 0o7777, 8)
-    h[108:116] = octal(uid, 8)
-    h[116:124] = octal(gid, 8)
-    h[124:136] = octal(size, 12)
-    h[136:148] = octal(max(mtime, 0), 12)
-    h[148:156] = b" " * 8
-    h[156:157] = type_
-    h[157:257] = linkname[:100].ljust(100, b"\0")
-    h[257:265] = b"ustar\x0000"
-    # uname and gname stay empty: ids are numeric
-    h[329:337] = octal(devmajor, 8)
-    h[337:345] = octal(devminor, 8)
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
+    numbers = [mode & 0o7777, uid, gid, size, max(mtime, 0)]
+    for i, limit in enumerate(_LIMITS):
+        if numbers[i] >= limit:
+            numbers[i] = 0  # the pax header carries it
+    devs = [d if d < 8**7 else 0 for d in (devmajor, devminor)]
+    h = _USTAR.pack(
+        name[:100], b"%07o\0%07o\0%07o\0%011o\0%011o\0" % tuple(numbers), b"        ", type_, linkname[:100],
+        b"ustar\x0000", b"", b"",  # uname and gname stay empty: ids are numeric
+        b"%07o\0%07o\0" % tuple(devs), b"", b"",
+    )
+    return h[:148] + b"%06o\0 " % sum(h) + h[156:]
 
 
 # ---------------------------------------------------------------------------------------- reading
