@@ -82,6 +82,7 @@ def split_command(line: str) -> tuple[str, list[tuple[str, int]], str, int, int]
 
     Flags are BuildKit's byte-wise reading, so a non-ASCII flag value comes out as its UTF-8
     bytes read as Latin-1 (BuildKit's own mojibake, kept so that dumps compare equal)."""
+    from lark import Token
     from lark.exceptions import UnexpectedInput
 
     trimmed = trim_space(line)
@@ -95,21 +96,22 @@ def split_command(line: str) -> tuple[str, list[tuple[str, int]], str, int, int]
     def char_offset(byte_pos: int) -> int:
         return lead + len(_utf8(latin[:byte_pos]))
 
-    tokens = tree.children
+    tokens = [tok for tok in tree.children if isinstance(tok, Token)]
     keyword = _utf8(str(tokens[0]))
     flags: list[tuple[str, int]] = []
     args_start = len(latin)
     for tok in tokens[1:]:
+        start = tok.start_pos or 0
         if tok.type == "ARGS":
-            args_start = tok.start_pos
+            args_start = start
             break
         text = str(tok)
         word = text.lstrip(BYTE_SPACES)
         decoded = _decode_flag(word)
         if decoded == "--":  # a bare -- ends the flags; what follows is argument text
-            args_start = tok.end_pos
+            args_start = start + len(text)
             break
-        flags.append((decoded, char_offset(tok.start_pos + len(text) - len(word))))
+        flags.append((decoded, char_offset(start + len(text) - len(word))))
     rest_latin = latin[args_start:]
     rest = _utf8(rest_latin)
     args = trim_space(rest)

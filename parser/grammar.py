@@ -41,13 +41,10 @@ def buildfile_grammar() -> Lark:
     """The LALR parser for `buildfile.lark` (start rules `instruction` and `json_text`)."""
     import lark
 
-    options: dict[str, object] = {
-        "parser": "lalr",
-        "lexer": "contextual",
-        "start": ["instruction", "json_text"],
-    }
+    cache: str | bool = False
     directory = _private_cache_dir()
     if directory is not None:
         version = f"{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
-        options["cache"] = str(directory / f"buildfile-{version}.lark-cache")
-    return lark.Lark.open(str(GRAMMAR), **options)
+        cache = str(directory / f"buildfile-{version}.lark-cache")
+    return lark.Lark.open(str(GRAMMAR), parser="lalr", lexer="contextual", start=["instruction", "json_text"],
+                          cache=cache)

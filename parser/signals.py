@@ -23,7 +23,7 @@ def parse_signal(text: str) -> int:
             return number
         raise ValueError(f"invalid signal: {text}")
     name = text.upper()
-    number = _NAMES.get(name[3:] if name.startswith("SIG") else name)
-    if number is None:
+    found = _NAMES.get(name[3:] if name.startswith("SIG") else name)
+    if found is None:
         raise ValueError(f"invalid signal: {text}")
-    return number
+    return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import TypedDict, TypeVar
 
 from parser.flags import (
     ADD_FLAGS,
@@ -24,7 +25,7 @@ from parser.flags import (
 )
 from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest
 from parser.expansions import syntax_error
-from parser.heredoc import HeredocError, parse_marker
+from parser.heredoc import HeredocError, Marker, parse_marker
 from parser.instructions import (
     INSTRUCTION_CLASSES,
     Add,
@@ -63,6 +64,24 @@ _STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*")
 _ONBUILD_PREFIX = re.compile(r"[\t\n\f\r ]*onbuild[\t\n\f\r ]*", re.I)
 _VARIABLE = re.compile(r"\$.", re.S)
 MIN_INTERVAL_NS = 1_000_000  # container.MinimumDuration
+T = TypeVar("T")
+
+
+class _Base(TypedDict):
+    location: Location
+    original: str
+    node: Node
+
+
+class _Files(TypedDict):
+    sources: tuple[str, ...]
+    dest: str
+    heredoc_sources: tuple[HeredocSource, ...]
+    json_form: bool
+    chown: str | None
+    chmod: str | None
+    link: bool
+    exclude: tuple[str, ...]
 
 
 class _Request:
@@ -93,7 +112,7 @@ class _Request:
     def flags(self, declared: tuple[Flag, ...]) -> Values:
         return parse_flags(self.node, declared, self.file)
 
-    def base(self) -> dict[str, object]:
+    def base(self) -> _Base:
         node = self.node
         return {"location": Location(self.file, node.start_line, node.column, node.end_line),
                 "original": node.original, "node": node}
@@ -129,21 +148,21 @@ def _pairs(req: _Request, keyword: str) -> tuple[KeyValue, ...]:
 
 def _parse_env(req: _Request) -> Instruction:
     req.flags(NO_FLAGS)
-    return Env(pairs=_pairs(req, "ENV"), **req.base())  # type: ignore[arg-type]
+    return Env(pairs=_pairs(req, "ENV"), **req.base())
 
 
 def _parse_label(req: _Request) -> Instruction:
     req.flags(NO_FLAGS)
-    return Label(pairs=_pairs(req, "LABEL"), **req.base())  # type: ignore[arg-type]
+    return Label(pairs=_pairs(req, "LABEL"), **req.base())
 
 
 def _parse_maintainer(req: _Request) -> Instruction:
     _exactly_one(req, "MAINTAINER")
     req.flags(NO_FLAGS)
-    return Maintainer(maintainer=req.args[0], **req.base())  # type: ignore[arg-type]
+    return Maintainer(maintainer=req.args[0], **req.base())
 
 
-def _sources(req: _Request, keyword: str) -> dict[str, object]:
+def _files(req: _Request, keyword: str, flags: Values) -> _Files:
     """parseSourcesAndDest: heredoc markers among the sources become HeredocSources."""
     *sources, dest = req.args
     if _marker(dest) is not None:
@@ -161,24 +180,24 @@ def _sources(req: _Request, keyword: str) -> dict[str, object]:
         if marker.chomp:
             data = "".join(line.lstrip("\t") for line in data.splitlines(keepends=True))
         contents.append(HeredocSource(name=marker.name, data=data, expand=marker.expand))
-    return {"sources": tuple(paths), "dest": dest, "heredoc_sources": tuple(contents), "json_form": req.node.json}
+    return {"sources": tuple(paths), "dest": dest, "heredoc_sources": tuple(contents), "json_form": req.node.json,
+            "chown": flags.text("chown"), "chmod": flags.text("chmod"), "link": flags.flag("link"),
+            "exclude": flags.many("exclude")}
 
 
-def _marker(word: str):  # type: ignore[no-untyped-def]
+def _marker(word: str) -> Marker | None:
     try:
         return parse_marker(word)
     except HeredocError:
         return None
 
 
-def _transfer_common(req: _Request, keyword: str, declared: tuple[Flag, ...]) -> tuple[Values, dict[str, object]]:
+def _transfer_common(req: _Request, keyword: str, declared: tuple[Flag, ...]) -> tuple[Values, _Files]:
     if len(req.args) < 2:
         raise req.error(f"{keyword} requires at least two arguments, but only one was provided. "
                         "Destination could not be determined")
     flags = req.flags(declared)
-    common = {**_sources(req, keyword), "chown": flags.text("chown"), "chmod": flags.text("chmod"),
-              "link": flags.flag("link"), "exclude": flags.many("exclude")}
-    return flags, common
+    return flags, _files(req, keyword, flags)
 
 
 def _parse_copy(req: _Request) -> Instruction:
@@ -187,12 +206,12 @@ def _parse_copy(req: _Request) -> Instruction:
     if from_ is not None and _VARIABLE.search(from_):
         raise req.error("variable expansion is not supported for --from, define a new stage with FROM "
                         "using ARG from global scope as a workaround", flag="from")
-    return Copy(from_=from_, parents=flags.flag("parents"), **common, **req.base())  # type: ignore[arg-type]
+    return Copy(from_=from_, parents=flags.flag("parents"), **common, **req.base())
 
 
 def _parse_add(req: _Request) -> Instruction:
     flags, common = _transfer_common(req, "ADD", ADD_FLAGS)
-    return Add(keep_git_dir=flags.flag("keep-git-dir"), checksum=flags.text("checksum"),  # type: ignore[arg-type]
+    return Add(keep_git_dir=flags.flag("keep-git-dir"), checksum=flags.text("checksum"),
                unpack=flags.optional_flag("unpack"), **common, **req.base())
 
 
@@ -208,7 +227,7 @@ def _parse_from(req: _Request) -> Instruction:
     elif len(args) != 1:
         raise req.error("FROM requires either one or three arguments", hint="write FROM IMAGE [AS NAME]")
     flags = req.flags(FROM_FLAGS)
-    return From(image=args[0], name=name, platform=flags.text("platform"), **req.base())  # type: ignore[arg-type]
+    return From(image=args[0], name=name, platform=flags.text("platform"), **req.base())
 
 
 def _parse_onbuild(req: _Request) -> Instruction:
@@ -230,17 +249,18 @@ def _parse_onbuild(req: _Request) -> Instruction:
             parsed = _instruction(_Request(child, req.file, req.escape))
         except ParseError:
             parsed = None
-    return Onbuild(expression=expression, trigger=parsed, **req.base())  # type: ignore[arg-type]
+    return Onbuild(expression=expression, trigger=parsed, **req.base())
 
 
 def _parse_workdir(req: _Request) -> Instruction:
     _exactly_one(req, "WORKDIR")
     req.flags(NO_FLAGS)
-    return Workdir(path=req.args[0], **req.base())  # type: ignore[arg-type]
+    return Workdir(path=req.args[0], **req.base())
 
 
-def _each(req: _Request, flags: Values, name: str, parse: Callable[[str], object]) -> tuple[object, ...]:
-    out = []
+def _each(req: _Request, flags: Values, name: str, parse: Callable[[str], T]) -> tuple[T, ...]:
+    """Each value of a repeatable flag parsed, an error pointing at the flag that failed."""
+    out: list[T] = []
     for nth, value in enumerate(flags.many(name)):
         try:
             out.append(parse(value))
@@ -258,23 +278,33 @@ def _checked_mount(text: str) -> MountSpec:
     return spec
 
 
-def _run_extras(req: _Request, flags: Values) -> dict[str, object]:
-    mounts = _each(req, flags, "mount", _checked_mount)
-    devices = _each(req, flags, "device", Device.parse)
-    network = _each(req, flags, "network", lambda v: check_choice("network", v, NETWORK_MODES))[0]
-    security = _each(req, flags, "security", lambda v: check_choice("security", v, SECURITY_MODES))[0]
-    return {"mounts": mounts, "devices": devices, "network": network, "security": security,
-            "heredocs": req.node.heredocs}
+def _argv(req: _Request, *, empty_as_none: bool = False) -> tuple[str, ...] | None:
+    command = _json_args(req, req.args)
+    return None if empty_as_none and not command else command
 
 
-def _command(req: _Request, cls: type[Instruction], declared: tuple[Flag, ...], *, empty_as_none: bool = False,
-             extras: Callable[[_Request, Values], dict[str, object]] | None = None) -> Instruction:
-    flags = req.flags(declared)
-    command: tuple[str, ...] | None = _json_args(req, req.args)
-    if empty_as_none and not command:
-        command = None
-    more = extras(req, flags) if extras else {}
-    return cls(command=command, prepend_shell=not req.node.json, **more, **req.base())  # type: ignore[call-arg]
+def _parse_run(req: _Request) -> Instruction:
+    flags = req.flags(RUN_FLAGS)
+    return Run(
+        command=_argv(req),
+        prepend_shell=not req.node.json,
+        mounts=_each(req, flags, "mount", _checked_mount),
+        devices=_each(req, flags, "device", Device.parse),
+        network=_each(req, flags, "network", lambda v: check_choice("network", v, NETWORK_MODES))[0],
+        security=_each(req, flags, "security", lambda v: check_choice("security", v, SECURITY_MODES))[0],
+        heredocs=req.node.heredocs,
+        **req.base(),
+    )
+
+
+def _parse_cmd(req: _Request) -> Instruction:
+    req.flags(NO_FLAGS)
+    return Cmd(command=_argv(req), prepend_shell=not req.node.json, **req.base())
+
+
+def _parse_entrypoint(req: _Request) -> Instruction:
+    req.flags(NO_FLAGS)
+    return Entrypoint(command=_argv(req, empty_as_none=True), prepend_shell=not req.node.json, **req.base())
 
 
 def _interval(req: _Request, flags: Values, name: str) -> int:
@@ -298,7 +328,7 @@ def _parse_healthcheck(req: _Request) -> Instruction:
     if kind == "NONE":  # BuildKit does not look at the flags then
         if args:
             raise req.error("HEALTHCHECK NONE takes no arguments", at_args=True)
-        return Healthcheck(test=("NONE",), **req.base())  # type: ignore[arg-type]
+        return Healthcheck(test=("NONE",), **req.base())
     flags = req.flags(HEALTHCHECK_FLAGS)
     if kind != "CMD":
         raise req.error(f"Unknown type {go_quote(kind)} in HEALTHCHECK (try CMD)", at_args=True)
@@ -314,7 +344,7 @@ def _parse_healthcheck(req: _Request) -> Instruction:
             raise req.error(str(e), flag="retries") from None
         if retries < 0:
             raise req.error(f"--retries cannot be negative ({retries})", flag="retries")
-    return Healthcheck(test=test, interval_ns=_interval(req, flags, "interval"),  # type: ignore[arg-type]
+    return Healthcheck(test=test, interval_ns=_interval(req, flags, "interval"),
                        timeout_ns=_interval(req, flags, "timeout"),
                        start_period_ns=_interval(req, flags, "start-period"),
                        start_interval_ns=_interval(req, flags, "start-interval"), retries=retries, **req.base())
@@ -323,13 +353,13 @@ def _parse_healthcheck(req: _Request) -> Instruction:
 def _parse_expose(req: _Request) -> Instruction:
     _at_least_one(req, "EXPOSE")
     req.flags(NO_FLAGS)
-    return Expose(ports=tuple(req.args), **req.base())  # type: ignore[arg-type]
+    return Expose(ports=tuple(req.args), **req.base())
 
 
 def _parse_user(req: _Request) -> Instruction:
     _exactly_one(req, "USER")
     req.flags(NO_FLAGS)
-    return User(user=req.args[0], **req.base())  # type: ignore[arg-type]
+    return User(user=req.args[0], **req.base())
 
 
 def _parse_volume(req: _Request) -> Instruction:
@@ -338,7 +368,7 @@ def _parse_volume(req: _Request) -> Instruction:
     paths = tuple(p.strip() for p in req.args)
     if "" in paths:
         raise req.error("VOLUME specified can not be an empty string", at_args=True)
-    return Volume(paths=paths, json_form=req.node.json, **req.base())  # type: ignore[arg-type]
+    return Volume(paths=paths, json_form=req.node.json, **req.base())
 
 
 def _parse_stopsignal(req: _Request) -> Instruction:
@@ -350,7 +380,7 @@ def _parse_stopsignal(req: _Request) -> Instruction:
         except (ValueError, ParseError) as e:
             raise req.error(str(e.reason if isinstance(e, ParseError) else e), at_args=True,
                             hint="use a signal name (SIGTERM, TERM) or a positive number") from None
-    return Stopsignal(signal=signal, **req.base())  # type: ignore[arg-type]
+    return Stopsignal(signal=signal, **req.base())
 
 
 def _parse_arg(req: _Request) -> Instruction:
@@ -361,7 +391,7 @@ def _parse_arg(req: _Request) -> Instruction:
         if eq and not name:
             raise req.error("ARG names can not be blank", word=word)
         defs.append(ArgDef(name=name, default=default if eq else None))
-    return Arg(args=tuple(defs), **req.base())  # type: ignore[arg-type]
+    return Arg(args=tuple(defs), **req.base())
 
 
 def _parse_shell(req: _Request) -> Instruction:
@@ -372,7 +402,7 @@ def _parse_shell(req: _Request) -> Instruction:
     if not req.node.json:
         raise req.error("SHELL requires the arguments to be in JSON form", at_args=True,
                         hint='write SHELL ["/bin/sh", "-c"]')
-    return Shell(shell=shell, **req.base())  # type: ignore[arg-type]
+    return Shell(shell=shell, **req.base())
 
 
 _PARSERS: dict[str, Callable[[_Request], Instruction]] = {
@@ -384,10 +414,10 @@ _PARSERS: dict[str, Callable[[_Request], Instruction]] = {
     "from": _parse_from,
     "onbuild": _parse_onbuild,
     "workdir": _parse_workdir,
-    "run": lambda req: _command(req, Run, RUN_FLAGS, extras=_run_extras),
-    "cmd": lambda req: _command(req, Cmd, NO_FLAGS),
+    "run": _parse_run,
+    "cmd": _parse_cmd,
     "healthcheck": _parse_healthcheck,
-    "entrypoint": lambda req: _command(req, Entrypoint, NO_FLAGS, empty_as_none=True),
+    "entrypoint": _parse_entrypoint,
     "expose": _parse_expose,
     "user": _parse_user,
     "volume": _parse_volume,
