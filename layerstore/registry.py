@@ -99,7 +99,12 @@ class RegistryClient:
         self.close()
 
     def ping(self) -> None:
+        """RegistryError unless the host answers the v2 API (chooses http/https on first use)."""
         self.transport.ping()
+
+    def check_login(self) -> None:
+        """RegistryError unless the registry accepts this client's credentials."""
+        self.transport.check_login()
 
     def _name(self, repo: str, ref: str = "") -> str:
         sep = "@" if ref.startswith("sha256:") else ":"

@@ -9,6 +9,7 @@ fill the disk. Both are plain file-like readers, so they compose with tarfile an
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import zlib
 from collections.abc import Callable
@@ -162,7 +163,8 @@ class BoundedDecompressor:
         self._eof = False
         self._pending = b""
         if compression == "gzip":
-            self._zobj: Any = zlib.decompressobj(wbits=31)
+            # GzipFile reads several members and bounds each read's output by its argument.
+            self._gzip = gzip.GzipFile(fileobj=_ReadOnly(raw), mode="rb")  # type: ignore[arg-type]
         elif compression == "zstd":
             import zstandard
 
@@ -180,7 +182,7 @@ class BoundedDecompressor:
         n = max(1, min(n, self.limit - self.count + 1))
         try:
             data = self._read(n)
-        except (zlib.error, EOFError) as e:
+        except (zlib.error, EOFError, gzip.BadGzipFile) as e:
             raise StoreError(f"{self.what}: corrupt {self._compression} stream: {e}") from None
         except Exception as e:  # zstandard.ZstdError has no stable import path before use
             if type(e).__name__ == "ZstdError":
@@ -201,29 +203,7 @@ class BoundedDecompressor:
             return self._raw.read(n)
         if self._compression == "zstd":
             return bytes(self._zstd.read(n))
-        return self._read_gzip(n)
-
-    def _read_gzip(self, n: int) -> bytes:
-        while True:
-            if self._zobj.unconsumed_tail:
-                data = self._zobj.decompress(self._zobj.unconsumed_tail, n)
-            else:
-                if self._zobj.eof:
-                    rest = self._zobj.unused_data or self._raw.read(CHUNK)
-                    while rest == b"" or rest.strip(b"\0") == b"":
-                        # Trailing zero padding after the last member is tolerated, as gzip(1) does.
-                        if not rest:
-                            return b""
-                        rest = self._raw.read(CHUNK)
-                    self._zobj = zlib.decompressobj(wbits=31)
-                    data = self._zobj.decompress(rest, n)
-                else:
-                    chunk = self._raw.read(CHUNK)
-                    if not chunk:
-                        raise EOFError("compressed stream ended early")
-                    data = self._zobj.decompress(chunk, n)
-            if data:
-                return data
+        return self._gzip.read(n)
 
 
 class _ReadOnly:

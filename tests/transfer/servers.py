@@ -211,7 +211,7 @@ class TokenServer:
 @dataclass
 class Fault:
     """Applies to requests whose method matches and whose path matches `path` (a regex), `times`
-    times (None: always). `kind`: `status` (answer `status` without forwarding), `truncate` (send
+    times (None: always) after letting the first `skip` through. `kind`: `status` (answer `status` without forwarding), `truncate` (send
     the full Content-Length but half the body, then hang up), `extra` (append bytes to the body),
     `corrupt` (flip a byte of the body), `hangup` (close the connection without answering)."""
 
@@ -221,7 +221,9 @@ class Fault:
     status: int = 503
     times: int | None = 1
     retry_after: str | None = None
+    skip: int = 0
     hits: int = 0
+    seen: int = 0
 
 
 class FaultProxy:
@@ -296,7 +298,10 @@ class FaultProxy:
 
     def match(self, method: str, path: str) -> Fault | None:
         for f in self.faults:
-            if f.method in (method, "*") and re.search(f.path, path) and (f.times is None or f.hits < f.times):
+            if f.method not in (method, "*") or not re.search(f.path, path):
+                continue
+            f.seen += 1
+            if f.seen > f.skip and (f.times is None or f.hits < f.times):
                 f.hits += 1
                 return f
         return None
