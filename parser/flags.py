@@ -114,23 +114,14 @@ RUN_FLAGS = (
     Flag("security", Kind.STRING, "sandbox"),
     Flag("device", Kind.STRINGS),
 )
-COPY_FLAGS = (
-    Flag("chown", Kind.STRING),
-    Flag("from", Kind.STRING),
-    Flag("chmod", Kind.STRING),
-    Flag("link", Kind.BOOL),
-    Flag("exclude", Kind.STRINGS),
-    Flag("parents", Kind.BOOL),
-)
-ADD_FLAGS = (
-    Flag("exclude", Kind.STRINGS),
+_FILE_FLAGS = (
     Flag("chown", Kind.STRING),
     Flag("chmod", Kind.STRING),
     Flag("link", Kind.BOOL),
-    Flag("keep-git-dir", Kind.BOOL),
-    Flag("checksum", Kind.STRING),
-    Flag("unpack", Kind.BOOL),
+    Flag("exclude", Kind.STRINGS),
 )
+COPY_FLAGS = (*_FILE_FLAGS, Flag("from", Kind.STRING), Flag("parents", Kind.BOOL))
+ADD_FLAGS = (*_FILE_FLAGS, Flag("keep-git-dir", Kind.BOOL), Flag("checksum", Kind.STRING), Flag("unpack", Kind.BOOL))
 HEALTHCHECK_FLAGS = (
     Flag("interval", Kind.STRING),
     Flag("timeout", Kind.STRING),

@@ -8,6 +8,7 @@ builder's.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 
@@ -23,11 +24,13 @@ from parser.instructions import (
     Instruction,
     Label,
     Maintainer,
+    Onbuild,
     Shell,
     Stage,
     Workdir,
 )
-from parser.nodes import CheckConfig, ParseWarning
+from parser.nodes import CheckConfig, Node, ParseWarning
+from pybuild.errors import ParseError
 
 _SECRET = re.compile(r"(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)", re.I)
 _PUBLIC = re.compile(r"(?:_|^)(?:public)(?:_|$)", re.I)
@@ -130,7 +133,21 @@ def _stage_checks(bf: Buildfile, stage: Stage) -> Iterator[ParseWarning]:
             workdir_set = True
         elif isinstance(inst, Expose):
             yield from _expose_checks(inst)
+        elif isinstance(inst, Onbuild) and inst.trigger is None and inst.node.child is not None:
+            yield _onbuild_check(bf, inst, inst.node.child)
         yield from _pair_checks(inst)
+
+
+def _onbuild_check(bf: Buildfile, inst: Onbuild, child: Node) -> ParseWarning:
+    """pybuild's own check: BuildKit only parses a trigger when a child build runs it."""
+    from parser.typed import parse_instruction
+
+    try:
+        parse_instruction(dataclasses.replace(child, heredocs=inst.node.heredocs), bf.file, bf.escape)
+        message = "ONBUILD trigger will fail when it runs"
+    except ParseError as e:
+        message = f"ONBUILD trigger will fail when it runs: {e.reason}"
+    return ParseWarning("InvalidOnbuildTrigger", message, inst.line)
 
 
 def _expose_checks(inst: Expose) -> Iterator[ParseWarning]:

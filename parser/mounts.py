@@ -33,9 +33,16 @@ class MountError(ValueError):
         self.hint = hint
 
 
-def csv_record(text: str) -> list[str]:
+def csv_record(text: str, what: str) -> list[str]:
     """The first record of `text` as Go's encoding/csv reads it (`"` quoting, `""` escapes, a
-    quote only at the start of a field)."""
+    quote only at the start of a field); `what` ("mounts", "devices") names it in errors."""
+    try:
+        return _csv_record(text)
+    except MountError as e:
+        raise MountError(f"failed to parse csv {what}: {e}") from None
+
+
+def _csv_record(text: str) -> list[str]:
     if text == "":
         raise MountError("EOF")
     fields: list[str] = []
@@ -117,10 +124,7 @@ class MountSpec:
     @classmethod
     def parse(cls, text: str) -> MountSpec:
         """The field syntax (CSV, keys); raises MountError."""
-        try:
-            record = csv_record(text)
-        except MountError as e:
-            raise MountError(f"failed to parse csv mounts: {e}") from None
+        record = csv_record(text, "mounts")
         fields: list[tuple[str, str | None]] = []
         for field in record:
             key, eq, value = field.partition("=")
@@ -225,10 +229,7 @@ class Device:
     @classmethod
     def parse(cls, text: str) -> Device:
         """BuildKit's ParseDevice; raises MountError."""
-        try:
-            record = csv_record(text)
-        except MountError as e:
-            raise MountError(f"failed to parse csv devices: {e}") from None
+        record = csv_record(text, "devices")
         name = ""
         required = False
         for field in record:

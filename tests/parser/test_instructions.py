@@ -252,3 +252,9 @@ def test_escape_directive_applies_to_word_checks() -> None:
 def test_parse_instructions_has_no_stage_rules() -> None:
     triggers = parser.parse_instructions("RUN make\nCOPY . /app\n")
     assert [type(t) for t in triggers] == [Run, Copy]
+
+
+def test_a_trigger_that_will_fail_is_a_warning_not_an_error() -> None:
+    bf = parser.parse_buildfile("FROM a\nONBUILD RUNN x\n")
+    assert [(w.rule, w.message) for w in bf.warnings] == [
+        ("InvalidOnbuildTrigger", "ONBUILD trigger will fail when it runs: unknown instruction: RUNN")]
