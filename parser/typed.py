@@ -23,7 +23,7 @@ from parser.flags import (
     Values,
     parse_flags,
 )
-from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest
+from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest, trim_space
 from parser.expansions import syntax_error
 from parser.heredoc import HeredocError, Marker, parse_marker
 from parser.instructions import (
@@ -233,7 +233,7 @@ def _parse_from(req: _Request) -> Instruction:
 def _parse_onbuild(req: _Request) -> Instruction:
     _at_least_one(req, "ONBUILD")
     req.flags(NO_FLAGS)
-    trigger = req.args[0].strip().upper()
+    trigger = trim_space(req.args[0]).upper()
     if trigger == "ONBUILD":
         raise req.error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", at_args=True)
     if trigger in ("MAINTAINER", "FROM"):
