@@ -87,17 +87,19 @@ def split_command(line: str) -> tuple[str, list[tuple[str, int]], str, int, int]
 
     trimmed = trim_space(line)
     lead = len(line) - len(line.lstrip(GO_SPACES))
-    latin = trimmed.encode("utf-8", "surrogateescape").decode("latin-1")
+    ascii_only = trimmed.isascii()  # then bytes, Latin-1 characters and text are all the same
+    latin = trimmed if ascii_only else trimmed.encode("utf-8", "surrogateescape").decode("latin-1")
+    text_of = (lambda s: s) if ascii_only else _utf8
     try:
         tree = buildfile_grammar().parse(latin, start="instruction")
     except UnexpectedInput as e:  # the grammar accepts any non-empty line; this is a bug guard
         raise ParseError(f"cannot split instruction line: {e}") from None
 
     def char_offset(byte_pos: int) -> int:
-        return lead + len(_utf8(latin[:byte_pos]))
+        return lead + (byte_pos if ascii_only else len(_utf8(latin[:byte_pos])))
 
     tokens = [tok for tok in tree.children if isinstance(tok, Token)]
-    keyword = _utf8(str(tokens[0]))
+    keyword = text_of(str(tokens[0]))
     flags: list[tuple[str, int]] = []
     args_start = len(latin)
     for tok in tokens[1:]:
@@ -112,8 +114,7 @@ def split_command(line: str) -> tuple[str, list[tuple[str, int]], str, int, int]
             args_start = start + len(text)
             break
         flags.append((decoded, char_offset(start + len(text) - len(word))))
-    rest_latin = latin[args_start:]
-    rest = _utf8(rest_latin)
+    rest = text_of(latin[args_start:])
     args = trim_space(rest)
     args_offset = char_offset(args_start) + len(rest) - len(rest.lstrip(GO_SPACES))
     return keyword, flags, args, args_offset, lead
