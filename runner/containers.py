@@ -11,7 +11,6 @@ Names are unique: they are checked and claimed under `containers/lock`.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from pybuild.errors import NotFound, RuntimeError_
 from runner import capabilities, names, state, volumes
 from runner.cgroups import Limits
 from runner.entrypoint import container_argv
+from runner.image_lookup import ImageInfo, RunDefaults, quick_resolve
 from runner.mounts import remove_tree
 from runner.spec import DEFAULT_PATH, NETWORK_MODES, Mount, ProcessSpec, SandboxSpec
 from runner.state import ContainerState, RunConfig
@@ -155,8 +155,6 @@ def capability_set(add: Sequence[str], drop: Sequence[str]) -> tuple[str, ...]:
 def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None = None) -> tuple[Path, ContainerState, list[Path]]:
     """Create the container (not started): its directory, upper dir, volumes and record.
     Returns (directory, state, lower dirs top first). Raises NotFound for a missing image."""
-    from layerstore.store import Store
-
     if opts.network not in NETWORK_MODES:
         raise RuntimeError_(f"network {opts.network} not found", hint="pybuild supports --network none and --network host")
     name = names.check_name(opts.name) if opts.name else None
@@ -165,13 +163,13 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
     specs = [volumes.parse_volume_spec(v) for v in opts.volumes]
     caps = capability_set(opts.cap_add, opts.cap_drop)
     created = state.now()
-    with Store.open(root) as store:
-        image = store.resolve(opts.image)
-        lowers = store.lower_dirs(image)
-        cfg = image.config.config
+    with store_lock(root):  # shared: gc waits until the record names the image
+        image = _resolve_image(root, opts.image)
+        lowers = image.lowers
+        cfg = image.config
         argv = container_argv(cfg.entrypoint, cfg.cmd, opts.command, opts.entrypoint)
         inherited = [m for ref in opts.volumes_from for m in _volumes_from(root, ref)]
-        cid = secrets.token_hex(32)
+        cid = names.random_hex(32)
         env = merge_env(cfg.env or (f"PATH={DEFAULT_PATH}",), opts.env, caller_env if caller_env is not None else dict(os.environ))
         with store_lock(containers_dir(root), exclusive=True, timeout=60):
             name = name or _unused_random_name(root)
@@ -182,7 +180,11 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
                 )
             cdir = container_dir(root, cid)
             (cdir / "upper").mkdir(parents=True)
-            mounts = volumes.resolve_mounts(root, specs, list(cfg.volumes or {}), inherited, now=created)
+            try:
+                mounts = volumes.resolve_mounts(root, specs, list(cfg.volumes or {}), inherited, now=created)
+            except BaseException:
+                remove_tree(cdir)
+                raise
             config = RunConfig(
                 argv=tuple(argv),
                 env=env,
@@ -209,6 +211,21 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
     return cdir, record, lowers
 
 
+def _resolve_image(root: Path, name: str) -> ImageInfo:
+    """The image `name` (the store lock held): the lean lookup when it can answer, else the layer
+    store (which unpacks what is missing and reports what is wrong)."""
+    found = quick_resolve(root, name)
+    if found is not None:
+        return found
+    from layerstore.store import Store
+
+    store = Store(root)
+    image = store.resolve(name)
+    c = image.config.config
+    defaults = RunDefaults(c.entrypoint, c.cmd, c.env, c.working_dir, c.user, dict(c.volumes) if c.volumes else None, c.stop_signal)
+    return ImageInfo(image.digest, image.id, defaults, store.lower_dirs(image))
+
+
 def _records(root: Path) -> list[ContainerState]:
     out = []
     for cid in all_ids(root):
@@ -225,7 +242,7 @@ def _unused_random_name(root: Path) -> str:
         candidate = names.random_name()
         if candidate not in used:
             return candidate
-    return f"{names.random_name()}_{secrets.token_hex(3)}"
+    return f"{names.random_name()}_{names.random_hex(3)}"
 
 
 def _volumes_from(root: Path, ref: str) -> list[Mount]:

@@ -25,15 +25,17 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pybuild.errors import RuntimeError_
 from runner import namespaces as ns
-from runner import terminal
 from runner.process import ChildFailure, close_fds, exit_reporting, read_failure, report_failure
 from runner.streams import Relay
+
+if TYPE_CHECKING:
+    import socket
 
 _TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
 
@@ -53,6 +55,8 @@ class ChildContext:
         """Install stdio: a pty opened in the current root (master sent to the caller), or the
         given descriptors."""
         if self.pty_sock is not None:
+            from runner import terminal
+
             master, slave, path = terminal.open_container_pty(self.winsize)
             terminal.send_fd(self.pty_sock, master)
             os.close(master)
@@ -132,12 +136,21 @@ def launch(
     stderr: int,
     tty: bool = False,
     winsize: tuple[int, int] | None = None,
+    on_pid: Callable[[int], None] | None = None,
 ) -> Launched:
     """Start the container process (see the module docstring). Returns once it has exec'd; raises
-    RuntimeError_ (exit_code 125, 126 or 127 as Docker has them) if it could not."""
+    RuntimeError_ (exit_code 125, 126 or 127 as Docker has them) if it could not.
+
+    `on_pid(pid)` is called as soon as the container process exists, while it is still setting
+    itself up (so a caller's bookkeeping overlaps that work)."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if tty else (None, None)
+    parent_sock: socket.socket | None = None
+    child_sock: socket.socket | None = None
+    if tty:
+        import socket
+
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     caller = os.getpid()
     shim = os.fork()
     if shim == 0:  # pragma: no cover - the shim
@@ -160,7 +173,11 @@ def launch(
     try:
         pid_line = _read_line(status_r)
         launched.pid = int(pid_line) if pid_line else 0
+        if on_pid is not None and launched.pid:
+            on_pid(launched.pid)
         if parent_sock is not None:
+            from runner import terminal
+
             launched.master = terminal.receive_fd(parent_sock)
         failure = read_failure(err_r)
     finally:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import tempfile
+import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def mount_overlay(target: Path, lowers: Sequence[Path], upper: Path | None, work
 
 
 def _mount_overlay_via_links(target: Path, lowers: list[str], upper: str | None, work: str | None, flags: int) -> None:
-    links = Path(tempfile.mkdtemp(prefix="ovl.", dir=os.path.dirname(os.fspath(target))))
+    links = make_temp_dir(Path(os.path.dirname(os.fspath(target))), "ovl.")
     try:
         names = []
         for i, lower in enumerate(lowers):
@@ -89,7 +88,7 @@ def _mount_overlay_via_links(target: Path, lowers: list[str], upper: str | None,
         if code != 0:
             raise OSError(code, os.strerror(code) if code > 0 else "killed")
     finally:
-        shutil.rmtree(links, ignore_errors=True)
+        remove_tree(links)
 
 
 def unmount(target: Path | str, *, timeout: float = 5.0) -> None:
@@ -121,7 +120,7 @@ def overlay_rootfs(lowers: Sequence[Path], upper: Path, work: Path | None = None
     temporary directories beside `upper` and are removed afterwards, so `upper` is left holding
     exactly the changes made through the merged view, ready to be committed.
     """
-    scratch = Path(tempfile.mkdtemp(prefix=".ovl-", dir=upper.parent))
+    scratch = make_temp_dir(upper.parent, ".ovl-")
     merged = scratch / "m"
     merged.mkdir()
     work_dir = scratch / "w" if work is None else work
@@ -136,24 +135,57 @@ def overlay_rootfs(lowers: Sequence[Path], upper: Path, work: Path | None = None
         remove_tree(scratch)
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a directory tree that may contain overlay work dirs (mode 000 subdirs, whiteouts).
-    Idempotent. Refuses to cross into a mount point: a leaked mount must never lose data."""
-    if not os.path.lexists(path):
+def remove_tree(path: Path | str) -> None:
+    """Remove a directory tree (overlay work dirs, whiteouts and all). Idempotent; iterative, so
+    any depth works. Refuses to cross into another file system: a mount point left by mistake must
+    never lose the data under it."""
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
         return
-    top_dev = os.lstat(path).st_dev
-    for dirpath, dirnames, _ in os.walk(path):
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            st = os.lstat(full)
-            if st.st_dev != top_dev:
-                raise RuntimeError_(f"{full} is a mount point; not removing {path}")
-    shutil.rmtree(path, onerror=_ignore_missing)
+    if not stat.S_ISDIR(top.st_mode):
+        os.unlink(path)
+        return
+    stack = [os.fspath(path)]
+    visited: set[str] = set()
+    while stack:
+        current = stack[-1]
+        if current in visited:
+            stack.pop()
+            _ignore_missing(os.rmdir, current)
+            continue
+        visited.add(current)
+        try:
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != top.st_dev:
+                    raise RuntimeError_(f"{entry.path} is a mount point; not removing {path}")
+                stack.append(entry.path)
+            else:
+                _ignore_missing(os.unlink, entry.path)
 
 
-def _ignore_missing(func: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
+def _ignore_missing(fn: Callable[[str], None], path: str) -> None:
+    try:
+        fn(path)
+    except FileNotFoundError:
+        pass
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new private directory `parent/PREFIXrandom` (without importing tempfile: this is on the
+    path every `run` takes)."""
+    while True:
+        candidate = parent / (prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(candidate, 0o700)
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def mount_points_under(path: Path | str) -> list[str]:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 from pybuild.errors import RuntimeError_
 
@@ -33,5 +33,13 @@ def check_name(name: str) -> str:
     return name.lstrip("/")
 
 
+def random_hex(nbytes: int) -> str:
+    return os.urandom(nbytes).hex()
+
+
+def _choice(words: tuple[str, ...]) -> str:
+    return words[int.from_bytes(os.urandom(4), "big") % len(words)]
+
+
 def random_name() -> str:
-    return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}"
+    return f"{_choice(_LEFT)}_{_choice(_RIGHT)}"

@@ -104,6 +104,12 @@ def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]
     _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", os.fspath(new_root))
 
 
+def sethostname(name: str) -> None:
+    """Set the host name of the calling process's UTS namespace."""
+    data = name.encode()
+    _check(_libc.sethostname(data, len(data)), "sethostname")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 

@@ -11,7 +11,6 @@ is the one kernel call.
 from __future__ import annotations
 
 import fcntl
-import socket
 import struct
 
 # Docker's /etc/hosts for a container without a network (daemon/container_operations.go,
@@ -57,6 +56,8 @@ def read_host_file(path: str) -> str | None:
 
 def bring_up_loopback() -> None:
     """Set IFF_UP on `lo` in the calling process's network namespace."""
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]

@@ -18,12 +18,8 @@ holds exactly the container's changes (placeholders live in the init layer), rea
 
 from __future__ import annotations
 
-import logging
 import os
-import secrets
 import signal
-import socket
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +28,10 @@ from pybuild.errors import RuntimeError_
 from runner import cgroups, initlayer, network
 from runner import namespaces as ns
 from runner.launch import ChildContext, Launched, launch
-from runner.mounts import remove_tree
+from runner.mounts import make_temp_dir, remove_tree
 from runner.rootfs import ALWAYS_NEEDED, RootfsPlan
 from runner.spec import ExitStatus, SandboxSpec
 from runner.streams import Relay, writer_to
-
-log = logging.getLogger(__name__)
 
 _NEW_NAMESPACES = ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWCGROUP
 
@@ -70,7 +64,7 @@ class Sandbox:
             raise RuntimeError_(f"network mode {spec.network!r} is not supported (none or host)")
         self.spec = spec
         self.dirs = ScratchDirs(scratch)
-        self.cgroup_name = cgroup_name or f"run-{secrets.token_hex(8)}"
+        self.cgroup_name = cgroup_name or f"run-{os.urandom(8).hex()}"
         self.cgroup: cgroups.Cgroup | None = None
         self.plan: RootfsPlan | None = None
         self.launched: Launched | None = None
@@ -110,7 +104,15 @@ class Sandbox:
 
     # -- during -------------------------------------------------------------------------------
 
-    def start(self, *, stdin: int, stdout: int, stderr: int, winsize: tuple[int, int] | None = None) -> Launched:
+    def start(
+        self,
+        *,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        winsize: tuple[int, int] | None = None,
+        on_pid: Callable[[int], None] | None = None,
+    ) -> Launched:
         """Launch PID 1 (after `prepare`). Returns once the command has exec'd; raises
         RuntimeError_ with Docker's status (125/126/127) if it could not."""
         if self.plan is None or self.cgroup is None:
@@ -125,7 +127,8 @@ class Sandbox:
             _container_main(spec, plan, cgroup, ctx)
 
         self.launched = launch(
-            prepare_shim, child_main, stdin=stdin, stdout=stdout, stderr=stderr, tty=spec.process.tty, winsize=winsize
+            prepare_shim, child_main, stdin=stdin, stdout=stdout, stderr=stderr, tty=spec.process.tty, winsize=winsize,
+            on_pid=on_pid,
         )
         return self.launched
 
@@ -164,7 +167,7 @@ def _container_main(spec: SandboxSpec, plan: RootfsPlan, cgroup: cgroups.Cgroup,
     ns.unshare(_NEW_NAMESPACES | (ns.CLONE_NEWNET if spec.network == "none" else 0))
     if spec.network == "none":
         network.bring_up_loopback()
-    socket.sethostname(spec.hostname)
+    ns.sethostname(spec.hostname)
     rootfs.enter_rootfs(plan)
     ctx.setup_stdio(console=True)
     user = users.lookup(Path("/"), spec.process.user)
@@ -200,7 +203,7 @@ def run_sandbox(
     Raises RuntimeError_ (exit_code 125/126/127) if the command could not be started.
     """
     own_scratch = scratch is None
-    base = Path(tempfile.mkdtemp(prefix=".run-", dir=spec.upper.parent)) if scratch is None else scratch
+    base = make_temp_dir(spec.upper.parent, ".run-") if scratch is None else scratch
     sandbox = Sandbox(spec, base)
     opened: list[int] = []
     try:

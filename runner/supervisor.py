@@ -14,12 +14,12 @@ import json
 import os
 import signal
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import PybuildError, RuntimeError_
-from runner import containers, logfile, state, terminal
+from runner import containers, logfile, state
 from runner.process import close_fds
 from runner.sandbox import Sandbox
 from runner.spec import ExitStatus
@@ -57,7 +57,6 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
     try:
         sandbox.prepare()
         assert sandbox.cgroup is not None
-        state.update(cdir, cgroup=sandbox.cgroup.to_json())
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         opened.append(null)
         stdin = 0 if (attach.terminal and c.open_stdin and not c.tty) else null
@@ -74,8 +73,16 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
                 child_ends.append(w)
                 relay.add_source(r, _tee(writer, stream, fd_out if attach.terminal else None))
             stdout, stderr = child_ends
-        winsize = terminal.get_winsize(0) if (attach.terminal and c.tty) else None
-        launched = sandbox.start(stdin=stdin, stdout=stdout, stderr=stderr, winsize=winsize)
+        winsize = None
+        if attach.terminal and c.tty:
+            from runner import terminal
+
+            winsize = terminal.get_winsize(0)
+        cgroup = sandbox.cgroup.to_json()
+        launched = sandbox.start(
+            stdin=stdin, stdout=stdout, stderr=stderr, winsize=winsize,
+            on_pid=lambda pid: state.update(cdir, cgroup=cgroup, **_running_fields(pid)),
+        )
         for fd in child_ends:
             os.close(fd)
             opened.remove(fd)
@@ -83,12 +90,11 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
             relay.add_source(launched.master, _tee(writer, logfile.STDOUT, 1 if attach.terminal else None))
             if attach.terminal and c.open_stdin:
                 relay.add_forward(0, launched.master)
-        state.update(cdir, **_running_fields(launched.pid))
         if ready is not None:
             ready()
         if attach.terminal:
             proxy_signals(launched.signal, launched.master)
-        with terminal.raw_mode(0) if (attach.terminal and c.tty and c.open_stdin) else nullcontext():
+        with _raw_mode(0) if (attach.terminal and c.tty and c.open_stdin) else nullcontext():
             status = sandbox.wait(relay)
     except RuntimeError_ as e:
         if launched is None:  # it never started
@@ -105,9 +111,10 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
         if writer is not None:
             writer.close()
         sandbox.cleanup(remove_scratch=False)
-    _record_exit(cdir, status)
     if c.auto_remove:
-        containers.remove(root, cdir, remove_volumes=True)
+        containers.remove(root, cdir, remove_volumes=True)  # nobody will read an exit record
+    else:
+        _record_exit(cdir, status)
     return status
 
 
@@ -163,7 +170,15 @@ def proxy_signals(send: Callable[[int], None], master: int | None) -> None:
         signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_winsize(master))
 
 
+def _raw_mode(fd: int) -> AbstractContextManager[None]:
+    from runner import terminal
+
+    return terminal.raw_mode(fd)
+
+
 def _copy_winsize(master: int) -> None:
+    from runner import terminal
+
     size = terminal.get_winsize(0)
     if size is not None:
         try:

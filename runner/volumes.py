@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from layerstore.atomic import atomic_write
 from pybuild.errors import NotFound, RuntimeError_
+from runner.mounts import remove_tree
+from runner.names import random_hex
 from runner.spec import Mount
 
 # Docker's volume name rule (daemon/names.RestrictedNamePattern)
@@ -65,7 +65,7 @@ def create(root: Path, name: str | None = None, *, labels: dict[str, str] | None
     """Create the volume `name` (a new anonymous one if None). Idempotent for an existing name:
     the existing volume is returned unchanged."""
     anonymous = name is None
-    name = name or secrets.token_hex(32)
+    name = name or random_hex(32)
     check_name(name)
     base = volumes_dir(root) / name
     if (base / "volume.json").exists():
@@ -106,7 +106,7 @@ def remove(root: Path, name: str) -> None:
     if not _meta(root, name).exists():
         raise NotFound(f"no such volume: {name}")
     os.unlink(base / "volume.json")  # first: a half-removed volume is no longer listed
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base)
 
 
 # -- -v specs ----------------------------------------------------------------------------------
@@ -206,6 +206,8 @@ def resolve_mounts(
 def copy_into_empty_volume(source: Path, volume: Path) -> None:
     """Docker's copy-up: the image's files at the mount point become the contents of a volume that
     is still empty (owners, modes, times and symlinks kept). No-op when either side is empty."""
+    import shutil
+
     if not source.is_dir() or any(os.scandir(volume)):
         return
     entries = os.listdir(source)
