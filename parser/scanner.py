@@ -15,6 +15,7 @@ time, so a file with several problems reports them all.
 from __future__ import annotations
 
 import gc
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,34 @@ def parse_check(value: str) -> CheckConfig:
         else:
             raise ValueError(f"invalid check option {go_quote(key)}")
     return CheckConfig(skip=skip, skip_all=skip_all, error=error)
+
+
+def frontend_directive(lines: list[str], key: str) -> tuple[str, int] | None:
+    """(value, line) of `key` as BuildKit's frontend finds it (DetectSyntax/ParseDirective) when
+    the parser's own directive block does not have it: after a `#!` first line, and for `syntax`
+    also in `//` comments or a whole-file JSON object."""
+    if not lines:
+        return None
+    start = 1 if lines[0].removeprefix("\ufeff").startswith("#!") else 0
+    for prefix in ("#", "//") if key == "syntax" else ("#",):
+        pattern = re.compile(re.escape(prefix) + _DIRECTIVE.pattern[1:])
+        seen: set[str] = set()
+        for number in range(start, len(lines)):
+            m = pattern.fullmatch(lines[number].removeprefix("\ufeff") if number == 0 else lines[number])
+            name = m.group(1).lower() if m else ""
+            if name not in _KNOWN_DIRECTIVES or name in seen:
+                break
+            seen.add(name)
+            if name == key:
+                return m.group(2), number + 1  # type: ignore[union-attr]
+    if key == "syntax":
+        try:
+            doc = json.loads("\n".join(lines))
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and isinstance(doc.get("syntax"), str):
+            return doc["syntax"], 1
+    return None
 
 
 def _decode(data: str | bytes, file: str, errors: list[ParseError]) -> list[str]:
@@ -138,17 +167,18 @@ class _Scanner:
         return True
 
     def _directive_values(self) -> Directives:
-        check, check_config = None, CheckConfig()
-        if "check" in self.directives:
-            check, line = self.directives["check"]
+        found = {key: self.directives.get(key) or frontend_directive(self.lines, key) for key in ("syntax", "check")}
+        check_config = CheckConfig()
+        if found["check"] is not None:
+            value, line = found["check"]
             try:
-                check_config = parse_check(check)
+                check_config = parse_check(value)
             except ValueError as e:
                 self.error(str(e), line)
         return Directives(
             escape=self.escape,
-            syntax=self.directives.get("syntax", ("", 0))[0] or None,
-            check=check,
+            syntax=found["syntax"][0] if found["syntax"] else None,
+            check=found["check"][0] if found["check"] else None,
             check_config=check_config,
         )
 

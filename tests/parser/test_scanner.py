@@ -179,3 +179,17 @@ def test_ten_megabytes_and_a_hundred_thousand_continuations_parse() -> None:
     assert isinstance(env, parser.Env) and len(env.pairs) == 5000
     assert isinstance(copy, parser.Copy) and len(copy.sources) == 5000
     assert isinstance(last, parser.Run) and last.end_line == big.count("\n")
+
+
+@pytest.mark.parametrize(
+    "text, syntax",
+    [
+        ("# syntax=docker/dockerfile:1.7\nFROM a\n", "docker/dockerfile:1.7"),
+        ("#!/usr/bin/env buildfile\n# syntax=img:1\nFROM a\n", "img:1"),  # after a shebang
+        ("// syntax=img:2\nFROM a\n", "img:2"),  # BuildKit's DetectSyntax reads // comments too
+        ('{"syntax": "img:3"}\n', "img:3"),  # ... and a JSON object
+        ("FROM a\n# syntax=late\n", None),
+    ],
+)
+def test_syntax_directive(text: str, syntax: str | None) -> None:
+    assert parser.parse_nodes(text).directives.syntax == syntax
