@@ -1,0 +1,219 @@
+"""Metadata instructions: how each one changes the image config, and the history line it leaves.
+
+Pure functions over `StageConfig` (the image config being built plus the stage's variables), with
+BuildKit's rules (F81-F94) and its history texts (`ENV a=b`, `CMD ["/bin/sh" "-c" "x"]`):
+- CMD and ENTRYPOINT in shell form are wrapped in the current SHELL when the Buildfile is built;
+  both set ArgsEscaped; ENTRYPOINT clears a CMD inherited from the base unless this stage set one;
+  the last of each wins.
+- ENV goes into the config and the build environment; ARG only into the build environment.
+- LABEL, EXPOSE (expanded, then split; ranges give one port each; protocol lower-cased), VOLUME,
+  USER, STOPSIGNAL (checked), HEALTHCHECK (the last wins; NONE disables), SHELL, ONBUILD (stored
+  raw), MAINTAINER (the image's author), WORKDIR (relative to the previous one).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from builder.buildargs import MetaArgs, Scope
+from layerstore.oci import ContainerConfig
+from parser import (
+    Arg,
+    Cmd,
+    Entrypoint,
+    Env,
+    Expose,
+    Healthcheck,
+    Instruction,
+    Label,
+    Maintainer,
+    Onbuild,
+    Shell,
+    Stopsignal,
+    User,
+    Volume,
+    Workdir,
+)
+from parser.gotext import quote_slice
+from parser.shell import expand_word, expand_words
+from parser.signals import parse_signal
+from pybuild.errors import BuildError, ParseError
+
+DEFAULT_SHELL = ("/bin/sh", "-c")
+HISTORY_COMMENT = "buildkit.dockerfile.v0"
+_PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """The image config a stage is building, with the stage's variables and what BuildKit
+    tracks beside it (whether this stage set CMD; the author)."""
+
+    config: ContainerConfig
+    scope: Scope
+    author: str | None = None
+    cmd_set: bool = False
+
+    @property
+    def workdir(self) -> str:
+        return self.config.working_dir or "/"
+
+    @property
+    def user(self) -> str:
+        return self.config.user or ""
+
+    @property
+    def shell(self) -> tuple[str, ...]:
+        return tuple(self.config.shell) if self.config.shell else DEFAULT_SHELL
+
+    def with_scope(self, scope: Scope) -> StageConfig:
+        env = tuple(f"{k}={v}" for k, v in scope.config_env)
+        return replace(self, scope=scope, config=replace(self.config, env=env))
+
+
+@dataclass(frozen=True)
+class Expander:
+    """Expands words of one instruction with the variables before it (F29)."""
+
+    env: Mapping[str, str]
+    escape: str
+    where: str
+
+    def word(self, text: str) -> str:
+        try:
+            return expand_word(text, self.env, self.escape)
+        except ParseError as e:
+            raise BuildError(e.reason, location=self.where) from None
+
+    def words(self, text: str) -> list[str]:
+        try:
+            return expand_words(text, self.env, self.escape)
+        except ParseError as e:
+            raise BuildError(e.reason, location=self.where) from None
+
+
+def expander(sc: StageConfig, instruction: Instruction, escape: str) -> Expander:
+    return Expander(sc.scope.lookup(), escape, str(instruction.location))
+
+
+def workdir_path(current: str, path: str) -> str:
+    """WORKDIR's rule: a relative path continues from the current working directory."""
+    joined = path if path.startswith("/") else posixpath.join("/", current, path)
+    return posixpath.normpath(joined).replace("//", "/") if joined != "/" else "/"
+
+
+def command_argv(sc: StageConfig, command: tuple[str, ...] | None, prepend_shell: bool) -> tuple[str, ...] | None:
+    """RUN/CMD/ENTRYPOINT argv: shell form wrapped in the current SHELL, exec form as is."""
+    if command is None:
+        return None
+    return sc.shell + command if prepend_shell else command
+
+
+def expose_ports(words: list[str], where: str) -> list[str]:
+    """EXPOSE words to config keys: `80` -> `80/tcp`, `8000-8001/UDP` -> two `/udp` entries."""
+    out: list[str] = []
+    for word in words:
+        port, _, proto = word.partition("/")
+        proto = (proto or "tcp").lower()
+        if proto not in _PROTOCOLS:
+            raise BuildError(f"invalid proto: {proto}", location=where)
+        low, _, high = port.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if high else first
+        except ValueError:
+            raise BuildError(f"invalid containerPort: {port}", location=where) from None
+        if not (0 < first <= last <= 65535):
+            raise BuildError(f"invalid port range: {port}", location=where)
+        out.extend(f"{p}/{proto}" for p in range(first, last + 1))
+    return out
+
+
+def apply_metadata(
+    instruction: Instruction,
+    sc: StageConfig,
+    *,
+    escape: str = "\\",
+    build_args: Mapping[str, str] | None = None,
+    meta: MetaArgs | None = None,
+) -> tuple[StageConfig, str]:
+    """The stage config after a metadata instruction, and its history `created_by`."""
+    x = expander(sc, instruction, escape)
+    c = sc.config
+    if isinstance(instruction, Env):
+        pairs = [(x.word(kv.key), x.word(kv.value)) for kv in instruction.pairs]
+        return sc.with_scope(sc.scope.with_env(pairs)), "ENV " + " ".join(f"{k}={v}" for k, v in pairs)
+    if isinstance(instruction, Arg):
+        scope, texts = sc.scope, []
+        for arg in instruction.args:
+            try:
+                scope, text = scope.with_arg(arg.name, arg.default, build_args=build_args or {}, meta=meta or MetaArgs(()), escape=escape)
+            except ParseError as e:
+                raise BuildError(e.reason, location=x.where) from None
+            texts.append(text)
+        return sc.with_scope(scope), "ARG " + " ".join(texts)
+    if isinstance(instruction, Label):
+        pairs = [(x.word(kv.key), x.word(kv.value)) for kv in instruction.pairs]
+        labels = dict(c.labels or {})
+        labels.update(pairs)
+        return replace(sc, config=replace(c, labels=labels)), "LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
+    if isinstance(instruction, Cmd):
+        argv = command_argv(sc, instruction.command, instruction.prepend_shell) or ()
+        config = replace(c, cmd=argv, args_escaped=True)
+        return replace(sc, config=config, cmd_set=True), "CMD " + quote_slice(argv)
+    if isinstance(instruction, Entrypoint):
+        entry = command_argv(sc, instruction.command, instruction.prepend_shell)
+        config = replace(c, entrypoint=entry, args_escaped=True)
+        if not sc.cmd_set:
+            config = replace(config, cmd=None)
+        return replace(sc, config=config), "ENTRYPOINT " + quote_slice(entry or ())
+    if isinstance(instruction, Expose):
+        words = [w for text in instruction.ports for w in x.words(text)]
+        ports = dict(c.exposed_ports or {})
+        ports.update({p: {} for p in expose_ports(words, x.where)})
+        return replace(sc, config=replace(c, exposed_ports=ports)), "EXPOSE " + " ".join(words)
+    if isinstance(instruction, Volume):
+        paths = [x.word(p) for p in instruction.paths]
+        if any(not p.strip() for p in paths):
+            raise BuildError("VOLUME specified can not be an empty string", location=x.where)
+        volumes = dict(c.volumes or {})
+        volumes.update({p: {} for p in paths})
+        return replace(sc, config=replace(c, volumes=volumes)), "VOLUME " + quote_slice(paths)
+    if isinstance(instruction, User):
+        user = x.word(instruction.user)
+        return replace(sc, config=replace(c, user=user)), f"USER {user}"
+    if isinstance(instruction, Stopsignal):
+        signal = x.word(instruction.signal)
+        try:
+            parse_signal(signal)
+        except ValueError as e:
+            raise BuildError(str(e), location=x.where) from None
+        return replace(sc, config=replace(c, stop_signal=signal)), f"STOPSIGNAL {signal}"
+    if isinstance(instruction, Healthcheck):
+        health: dict[str, object] = {"Test": list(instruction.test)}
+        for key, value in (
+            ("Interval", instruction.interval_ns),
+            ("Timeout", instruction.timeout_ns),
+            ("StartPeriod", instruction.start_period_ns),
+            ("StartInterval", instruction.start_interval_ns),
+            ("Retries", instruction.retries),
+        ):
+            if value:
+                health[key] = value
+        return replace(sc, config=replace(c, healthcheck=health)), "HEALTHCHECK " + quote_slice(instruction.test)
+    if isinstance(instruction, Shell):
+        return replace(sc, config=replace(c, shell=instruction.shell)), "SHELL " + quote_slice(instruction.shell)
+    if isinstance(instruction, Onbuild):
+        triggers = tuple(c.on_build or ()) + (instruction.expression,)
+        return replace(sc, config=replace(c, on_build=triggers)), f"ONBUILD {instruction.expression}"
+    if isinstance(instruction, Maintainer):
+        return replace(sc, author=instruction.maintainer), f"MAINTAINER {instruction.maintainer}"
+    if isinstance(instruction, Workdir):
+        path = workdir_path(sc.workdir, x.word(instruction.path))
+        return replace(sc, config=replace(c, working_dir=path)), f"WORKDIR {path}"
+    raise BuildError(f"{instruction.keyword} is not a metadata instruction", location=x.where)
+
+
+METADATA = (Env, Arg, Label, Cmd, Entrypoint, Expose, Volume, User, Stopsignal, Healthcheck, Shell, Onbuild, Maintainer)
