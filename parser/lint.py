@@ -98,39 +98,37 @@ def _from_checks(bf: Buildfile, stage: Stage, seen: set[str]) -> Iterator[ParseW
                         "redundant as this is the default behavior", f.line)
 
 
-def _shell_in_chain(bf: Buildfile, stage: Stage, upto: Instruction | None = None) -> bool:
-    """Whether a SHELL instruction applies at `upto` (or at the end of the stage): earlier in the
-    stage, or in an earlier stage it is built FROM."""
+def _set_before(bf: Buildfile, stage: Stage, kind: type[Instruction], upto: Instruction | None = None) -> bool:
+    """Whether an instruction of `kind` (SHELL, WORKDIR) came before `upto` (or the stage's end):
+    earlier in the stage, or in an earlier stage it is built FROM, whose state it inherits."""
     for inst in stage.instructions:
         if inst is upto:
             break
-        if isinstance(inst, Shell):
+        if isinstance(inst, kind):
             return True
     base = stage.base.lower()
     parents = [s for s in bf.stages[: stage.index] if s.name == base]
-    return bool(parents) and _shell_in_chain(bf, parents[-1])
+    return bool(parents) and _set_before(bf, parents[-1], kind)
 
 
 def _stage_checks(bf: Buildfile, stage: Stage) -> Iterator[ParseWarning]:
     last: dict[str, Instruction] = {}
-    workdir_set = False
     for inst in stage.instructions:
         if isinstance(inst, (Cmd, Entrypoint, Healthcheck)):
             if inst.keyword in last:
                 yield _warn("MultipleInstructionsDisallowed", f"Multiple {inst.keyword} instructions should not be "
                             "used in the same stage because only the last one will be used", last[inst.keyword].line)
             last[inst.keyword] = inst
-        if isinstance(inst, (Cmd, Entrypoint)) and inst.prepend_shell and not _shell_in_chain(bf, stage, inst):
+        if isinstance(inst, (Cmd, Entrypoint)) and inst.prepend_shell and not _set_before(bf, stage, Shell, inst):
             yield _warn("JSONArgsRecommended", f"JSON arguments recommended for {inst.keyword} to prevent "
                         "unintended behavior related to OS signals", inst.line)
         elif isinstance(inst, Maintainer):
             yield _warn("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label",
                         inst.line)
         elif isinstance(inst, Workdir):
-            if not workdir_set and not inst.path.startswith(("/", "$")):
+            if not inst.path.startswith(("/", "$")) and not _set_before(bf, stage, Workdir, inst):
                 yield _warn("WorkdirRelativePath", f"Relative workdir {go_quote(inst.path)} can have unexpected "
                             "results if the base image changes", inst.line)
-            workdir_set = True
         elif isinstance(inst, Expose):
             yield from _expose_checks(inst)
         elif isinstance(inst, Onbuild) and inst.trigger is None and inst.node.child is not None:

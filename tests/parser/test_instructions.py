@@ -258,3 +258,10 @@ def test_a_trigger_that_will_fail_is_a_warning_not_an_error() -> None:
     bf = parser.parse_buildfile("FROM a\nONBUILD RUNN x\n")
     assert [(w.rule, w.message) for w in bf.warnings] == [
         ("InvalidOnbuildTrigger", "ONBUILD trigger will fail when it runs: unknown instruction: RUNN")]
+
+
+def test_state_inherited_from_a_parent_stage_silences_warnings() -> None:
+    bf = parser.parse_buildfile('FROM a AS base\nSHELL ["/bin/bash", "-c"]\nWORKDIR /app\n'
+                                "FROM base\nWORKDIR sub\nCMD run\n"
+                                "FROM a\nWORKDIR rel\nCMD run\n")
+    assert sorted((w.line, w.rule) for w in bf.warnings) == [(8, "WorkdirRelativePath"), (9, "JSONArgsRecommended")]
