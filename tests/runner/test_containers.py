@@ -350,3 +350,39 @@ def test_fifty_runs_leave_nothing_behind(pbs: Pybuild, store: Path) -> None:
     assert processes_of(store) == []
     assert list((store / "containers").glob("*/")) == []
     assert not (store / "volumes").exists() or list((store / "volumes").iterdir()) == []
+
+
+def test_stop_sends_the_images_stopsignal(pbs: Pybuild) -> None:
+    pbs("run", "--name", "base", "busybox", "true")
+    pbs("commit", "-c", "STOPSIGNAL SIGUSR1", "base", "usr1:1")
+    pbs("run", "-d", "--name", "u1", "usr1:1", "sh", "-c", "trap 'exit 42' USR1; trap '' TERM; echo ready; while :; do sleep 0.1; done")
+    wait_for(lambda: "ready" in pbs("logs", "u1").stdout, what="the traps to be set")
+    pbs("stop", "-t", "30", "u1")
+    assert status_of(pbs, "u1")["ExitCode"] == 42
+
+
+def test_init_forwards_the_stop_signal(pbs: Pybuild) -> None:
+    # Without --init, `sleep` is PID 1 and the kernel drops SIGTERM; the init passes it on.
+    pbs("run", "-d", "--init", "--name", "withinit", "busybox", "sleep", "300")
+    start = time.monotonic()
+    pbs("stop", "-t", "30", "withinit")
+    assert time.monotonic() - start < 10
+    assert status_of(pbs, "withinit")["ExitCode"] == 143
+
+
+def test_image_volumes_get_anonymous_volumes_and_limits_reach_the_cgroup(pbs: Pybuild, store: Path) -> None:
+    pbs("run", "--name", "base", "busybox", "true")
+    pbs("commit", "-c", "VOLUME /vol", "base", "withvol:1")
+    pbs("run", "-d", "--name", "lim", "--cpus", "0.5", "--pids-limit", "20", "-m", "64m", "withvol:1", "sleep", "300")
+    info = json.loads(pbs("inspect", "lim").stdout)[0]
+    vol = [m for m in info["Mounts"] if m["Destination"] == "/vol"]
+    assert len(vol) == 1 and vol[0]["Type"] == "volume" and len(vol[0]["Name"]) == 64
+    cdir = store / "containers" / info["Id"]
+    cg = state.load(cdir).get_cgroup()
+    assert cg is not None
+    if cg.version == 1:
+        assert Path(cg.dirs["cpu"], "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert Path(cg.dirs["pids"], "pids.max").read_text().strip() == "20"
+        assert Path(cg.dirs["memory"], "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    pbs("rm", "-f", "-v", "lim")
+    assert pbs("volume", "ls", "-q").stdout == ""
