@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from layerstore.compression import decompressor, sniff
 from layerstore.images import Image, rfc3339
-from layerstore.layers import extract_into, remove_tree
+from layerstore.layers import Layer, extract_into, remove_tree
 from layerstore.oci import ContainerConfig, HistoryEntry
 from layerstore.store import Store
 from pybuild.errors import NotFound, StoreError
@@ -67,19 +67,10 @@ def import_rootfs(
             layer = store.layers.commit_dir(work, compression=compression, source_date_epoch=source_date_epoch, consume=True)
         finally:
             remove_tree(work, store.tmp)
-    created = rfc3339(source_date_epoch)
-    image = store.write_image(
-        parent=None,
-        layers=[layer],
-        config=config or ContainerConfig(),
-        history=[HistoryEntry(created_by="", created=created, comment=f"Imported from {source_name}")],
-        created=created,
-        instruction=f"import {source_name}",
-        message=message,
+    return _base_image(
+        store, layer, tag, config=config or ContainerConfig(), created=rfc3339(source_date_epoch), created_by="",
+        comment=f"Imported from {source_name}", instruction=f"import {source_name}", message=message,
     )
-    if tag:
-        store.tag(image, tag, message=f"import {source_name}")
-    return image
 
 
 def bootstrap_busybox(
@@ -123,19 +114,10 @@ def bootstrap_busybox(
         layer = store.layers.commit_dir(tree, compression=compression, source_date_epoch=epoch, consume=True)
     finally:
         remove_tree(tree, store.tmp)
-    created = rfc3339(epoch)
-    image = store.write_image(
-        parent=None,
-        layers=[layer],
-        config=ContainerConfig(env=(DEFAULT_PATH,), cmd=("sh",)),
-        history=[HistoryEntry(created_by=f"pybuild bootstrap busybox ({version})", created=created)],
-        created=created,
-        instruction="bootstrap busybox",
-        message=f"from {busybox}",
+    return _base_image(
+        store, layer, tag, config=ContainerConfig(env=(DEFAULT_PATH,), cmd=("sh",)), created=rfc3339(epoch),
+        created_by=f"pybuild bootstrap busybox ({version})", instruction="bootstrap busybox", message=f"from {busybox}",
     )
-    if tag:
-        store.tag(image, tag, message="bootstrap busybox")
-    return image
 
 
 def bootstrap_debian(
@@ -164,18 +146,11 @@ def bootstrap_debian(
         layer = store.layers.commit_dir(tree, compression=compression, source_date_epoch=source_date_epoch, consume=True)
     finally:
         remove_tree(tree, store.tmp)
-    created = rfc3339(source_date_epoch)
-    image = store.write_image(
-        parent=None,
-        layers=[layer],
-        config=ContainerConfig(env=(DEFAULT_PATH,), cmd=("bash",)),
-        history=[HistoryEntry(created_by=f"pybuild bootstrap debian:{suite} (debootstrap --variant={variant})", created=created)],
-        created=created,
-        instruction=f"bootstrap debian:{suite}",
-        message=f"from {mirror}",
+    return _base_image(
+        store, layer, tag, config=ContainerConfig(env=(DEFAULT_PATH,), cmd=("bash",)), created=rfc3339(source_date_epoch),
+        created_by=f"pybuild bootstrap debian:{suite} (debootstrap --variant={variant})",
+        instruction=f"bootstrap debian:{suite}", message=f"from {mirror}",
     )
-    store.tag(image, tag, message=f"bootstrap debian:{suite}")
-    return image
 
 
 def _set_times(tree: Path, epoch: int) -> None:
@@ -183,3 +158,22 @@ def _set_times(tree: Path, epoch: int) -> None:
         for name in dirs + files:
             os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
     os.utime(tree, (epoch, epoch))
+
+
+def _base_image(
+    store: Store, layer: Layer, tag: str | None, *, config: ContainerConfig, created: str, created_by: str,
+    comment: str | None = None, instruction: str, message: str | None,
+) -> Image:
+    """A parentless one-layer image with one history entry, tagged `tag` (if given)."""
+    image = store.write_image(
+        parent=None,
+        layers=[layer],
+        config=config,
+        history=[HistoryEntry(created_by=created_by, created=created, comment=comment)],
+        created=created,
+        instruction=instruction,
+        message=message,
+    )
+    if tag:
+        store.tag(image, tag, message=instruction)
+    return image

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,47 +142,33 @@ def collect(store: Store, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, prune
             if not dry_run:
                 store.cache.delete(key)
     live = mark(store, roots(store, include_cache=not prune_cache))
-    for digest in list(store.blobs.all()):
-        path = store.blobs.path(digest)
-        if digest not in live.blobs and old(path):
-            size = path.stat().st_size
-            freed.blobs += 1
-            freed.blob_bytes += size
-            freed.items.append(f"blob {digest} ({size} bytes)")
-            if not dry_run:
-                path.unlink(missing_ok=True)
-    for name in sorted(os.listdir(layout.commits)):
-        path = layout.commits / name
-        if is_hex(name) and "sha256:" + name not in live.manifests and old(path):
-            freed.commits += 1
-            freed.items.append(f"commit sha256:{name}")
-            if not dry_run:
-                path.unlink(missing_ok=True)
-    for name in sorted(os.listdir(layout.layers)):
-        path = layout.layers / name
-        hex_ = name.removesuffix(".json").removesuffix(".lock")
-        if is_hex(hex_) and "sha256:" + hex_ not in live.diff_ids and old(path):
-            freed.layer_records += 1
-            freed.items.append(f"layer record {name}")
-            if not dry_run:
-                path.unlink(missing_ok=True)
-    for name in sorted(os.listdir(layout.unpacked)):
-        path = layout.unpacked / name
-        if is_hex(name) and "sha256:" + name not in live.diff_ids and old(path):
-            freed.unpacked += 1
-            freed.items.append(f"unpacked layer {name}")
-            if not dry_run:
+
+    def sweep(directory: Path, is_live: Callable[[str], bool], counter: str, label: str) -> None:
+        """Remove every entry of `directory` that `is_live(name)` rejects and that is old."""
+        for name in sorted(os.listdir(directory)):
+            path = directory / name
+            if is_live(name) or not old(path):
+                continue
+            setattr(freed, counter, getattr(freed, counter) + 1)
+            if counter == "blobs":
+                freed.blob_bytes += path.stat().st_size
+            freed.items.append(label + name)
+            if dry_run:
+                continue
+            if path.is_dir() and not path.is_symlink():
                 remove_tree(path, layout.tmp)
-    for name in sorted(os.listdir(layout.tmp)):
-        path = layout.tmp / name
-        if old(path):
-            freed.tmp_entries += 1
-            freed.items.append(f"temp {name}")
-            if not dry_run:
-                if path.is_dir() and not path.is_symlink():
-                    remove_tree(path, layout.tmp)
-                else:
-                    path.unlink(missing_ok=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def digest_in(names: set[str]) -> Callable[[str], bool]:
+        # names that are not digests (foreign files) are left alone
+        return lambda name: not is_hex(name.split(".")[0]) or "sha256:" + name.split(".")[0] in names
+
+    sweep(layout.blobs, digest_in(live.blobs), "blobs", "blob sha256:")
+    sweep(layout.commits, digest_in(live.manifests), "commits", "commit sha256:")
+    sweep(layout.layers, digest_in(live.diff_ids), "layer_records", "layer record ")
+    sweep(layout.unpacked, digest_in(live.diff_ids), "unpacked", "unpacked layer ")
+    sweep(layout.tmp, lambda name: False, "tmp_entries", "temp ")
     for lock in _lock_files(layout.root):
         if old(lock) and _unheld(lock):
             freed.items.append(f"stale lock {lock.relative_to(layout.root)}")

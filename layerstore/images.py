@@ -203,6 +203,7 @@ class Images:
         Idempotent: the same inputs (including `created`) give the same digests.
         """
         created = created or rfc3339()
+        history = [h if h.created else replace(h, created=created) for h in history]
         if not history:
             history = [HistoryEntry(created_by=instruction, created=created, empty_layer=not layers)] + [
                 HistoryEntry(created_by=instruction, created=created) for _ in layers[1:]

@@ -13,16 +13,16 @@ until the block ends. Everything written goes through `tmp/` on the same file sy
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from layerstore.blobs import Blobs
 from layerstore.cache import BuildCache
 from layerstore.digests import is_hex
-from layerstore.images import Image, Images, rfc3339
-from layerstore.layers import Layer, Layers
+from layerstore.images import Image, Images
+from layerstore.layers import Layers
 from layerstore.layout import Layout, ensure_layout
 from layerstore.locks import store_lock
 from layerstore.oci import ContainerConfig, HistoryEntry
@@ -131,33 +131,9 @@ class Store:
             cache_key=cache_key,
         )
 
-    def write_image(
-        self,
-        *,
-        parent: Image | None,
-        layers: Sequence[Layer] = (),
-        config: ContainerConfig | None = None,
-        history: Sequence[HistoryEntry] = (),
-        created: str | None = None,
-        instruction: str = "",
-        cache_key: str | None = None,
-        message: str | None = None,
-        compression: str | None = None,
-    ) -> Image:
-        """See `Images.write`."""
-        created = created or rfc3339()
-        history = [h if h.created else replace(h, created=created) for h in history]
-        return self.images.write(
-            parent=parent,
-            layers=layers,
-            config=config,
-            history=history,
-            created=created,
-            instruction=instruction,
-            cache_key=cache_key,
-            message=message,
-            compression=compression,
-        )
+    def write_image(self, **kwargs: Any) -> Image:
+        """Write an image from a parent, new layers, config and history: see `Images.write`."""
+        return self.images.write(**kwargs)
 
     def tag(self, image: Image | str, name: str, *, message: str = "tag") -> str | None:
         """Point tag `name` at `image` (an Image or manifest digest); returns the previous digest."""
