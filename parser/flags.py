@@ -1,6 +1,7 @@
 """Builder-flag validation per instruction (BuildKit's `instructions/bflag.go`).
 
 Each instruction declares the flags it takes; anything else is "unknown flag" (with a suggestion),
+(messages name the flag as written, `--name`, as current BuildKit does)
 a repeated flag that is not repeatable is an error, a bool flag takes `--f`, `--f=true|false` (any
 case) but not `--f=`, and string flags need `=value`. Unlike BuildKit, which stops at the first
 bad flag, every bad flag of the instruction is reported.
@@ -78,23 +79,23 @@ def parse_flags(node: Node, declared: Sequence[Flag], file: str) -> Values:
         if spec is None:
             match = suggest(name, list(specs), case_sensitive=True)
             where = f"{node.keyword.upper()} takes " + (", ".join("--" + f for f in specs) if specs else "no flags")
-            fail(i, f"unknown flag: {name}", f"did you mean --{match}?" if match else where)
+            fail(i, f"unknown flag: --{name}", f"did you mean --{match}?" if match else where)
             continue
         if name in used and spec.kind is not Kind.STRINGS:
-            fail(i, f"duplicate flag specified: {name}")
+            fail(i, f"duplicate flag specified: --{name}")
             continue
         used.add(name)
         if spec.kind is Kind.BOOL:
             if eq and not value:
-                fail(i, f"missing a value on flag: {name}")
+                fail(i, f"missing a value on flag: --{name}")
                 continue
             lower = value.lower() if eq else "true"
             if lower not in ("true", "false"):
-                fail(i, f"expecting boolean value for flag {name}, not: {value}")
+                fail(i, f"expecting boolean value for flag --{name}, not: {value}")
                 continue
             strings[name] = (lower,)
         elif not eq:
-            fail(i, f"missing a value on flag: {name}", f"write --{name}=VALUE")
+            fail(i, f"missing a value on flag: --{name}", f"write --{name}=VALUE")
         elif spec.kind is Kind.STRINGS:
             strings[name] = strings.get(name, ()) + (value,)
         else:

@@ -47,7 +47,7 @@ def test_errors_are_one_line_each_with_file_line_column(pb: Pybuild, tmp_path: P
     assert all(ERROR_LINE.match(line) for line in errors), errors
     assert errors[0] == f"error: {path}:2:1: unknown instruction: RUNN"
     assert "hint: did you mean RUN?" in proc.stderr
-    assert errors[1] == f"error: {path}:3:6: unknown flag: chwon"
+    assert errors[1] == f"error: {path}:3:6: unknown flag: --chwon"
     # the node level parsed, so its dump is still printed (to diff against BuildKit's)
     assert proc.stdout.splitlines()[1] == '(runn "")'
 

@@ -223,7 +223,7 @@ def test_flags_ignored_where_buildkit_ignores_them() -> None:
 
 def test_every_bad_flag_of_an_instruction_is_reported() -> None:
     assert errors_of("FROM a\nCOPY --chwon=1 --lnk --link=x a b\n") == [
-        "unknown flag: chwon", "unknown flag: lnk", "expecting boolean value for flag link, not: x"]
+        "unknown flag: --chwon", "unknown flag: --lnk", "expecting boolean value for flag --link, not: x"]
 
 
 def test_every_error_in_the_file_is_reported_in_line_order() -> None:
