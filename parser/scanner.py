@@ -171,8 +171,8 @@ class _Scanner:
         check_config = CheckConfig()
         if found["check"] is not None:
             value, line = found["check"]
-            try:
-                check_config = parse_check(value)
+            try:  # BuildKit configures the checks from the value's first word only
+                check_config = parse_check(value.split(" ", 1)[0])
             except ValueError as e:
                 self.error(str(e), line)
         return Directives(

@@ -193,3 +193,37 @@ def test_ten_megabytes_and_a_hundred_thousand_continuations_parse() -> None:
 )
 def test_syntax_directive(text: str, syntax: str | None) -> None:
     assert parser.parse_nodes(text).directives.syntax == syntax
+
+
+def test_buildkit_parse_words_cases() -> None:
+    from parser.arguments import parse_words
+
+    cases = {
+        "foo": ["foo"], "foo bar": ["foo", "bar"], "foo\\ bar": ["foo\\ bar"], "foo=bar": ["foo=bar"],
+        "foo bar 'abc xyz'": ["foo", "bar", "'abc xyz'"], 'foo bar "abc xyz"': ["foo", "bar", '"abc xyz"'],
+        "àöû": ["àöû"], 'föo bàr "âbc xÿz"': ["föo", "bàr", '"âbc xÿz"'],
+    }
+    for text, words in cases.items():
+        assert parse_words(text, "\\") == words
+
+
+def test_buildkit_empty_continuation_warnings() -> None:
+    text = ("\nFROM alpine:3.6\n\nRUN valid \\\n    continuation\n\nRUN something \\\n\n    following \\\n\n"
+            "    more\n\nRUN another \\\n\n    thing\n\nRUN non-indented \\\n# this is a comment\n"
+            "   after-comment\n\nRUN indented \\\n    # this is an indented comment\n    comment\n\t")
+    warnings = parser.parse_nodes(text).warnings
+    assert [w.message for w in warnings] == ["Empty continuation line found in: RUN something     following     more",
+                                            "Empty continuation line found in: RUN another     thing"]
+
+
+def test_buildkit_scanner_error() -> None:
+    text = "\n\t\tFROM image\n\t\tLABEL test=" + "a" * 65536 + "\n"
+    assert errors(text) == ["Buildfile:3:1: dockerfile line greater than max allowed size of 65535"]
+
+
+def test_check_directive_uses_the_first_word_like_buildkit() -> None:
+    tree = parser.parse_nodes("#check = skip=all // opts\nFROM busybox\n")
+    assert tree.directives.check == "skip=all // opts" and tree.directives.check_config.skip_all
+    after_shebang = parser.parse_nodes("#!/bin/sh\n# check = skip=all\nFROM busybox\n")
+    assert after_shebang.directives.check_config.skip_all
+    assert not parser.parse_nodes("#!/bin/sh\n\n# check = skip=all\nFROM b\n").directives.check_config.skip_all
