@@ -1,0 +1,287 @@
+"""Bringing images into the store from outside (load, pull): stage, verify everything, then publish.
+
+Every incoming blob is first written to a private staging directory under the store's `tmp/`,
+hashed as it is written; a layer is also decompressed (with a bound, against bombs) on a helper
+thread in the same pass to get its diff_id. Only when every image of the batch checks out (blob
+digests, sizes, diff_ids against the config, the history invariant, no missing blob) are the staged
+files renamed into `blobs/`, the layer records and commit records written, and then, last, the
+tags set. A refused load or pull therefore publishes nothing and tags nothing; its staging
+directory is removed (gc sweeps it after a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerstore.compression import sniff
+from layerstore.digests import load_json
+from layerstore.images import Image
+from layerstore.layers import Layer, remove_tree
+from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
+from layerstore.store import Store
+from layerstore.transfer_media import layer_compression
+from layerstore.transfer_verify import CHUNK, BoundedDecompressor, Readable, SizeMismatch, expansion_limit, hasher_for
+from pybuild.errors import DigestMismatch, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A file staged for the store: its digest and size (computed), and for a gzip or zstd file the
+    sha256 and size of its decompressed bytes (a layer's diff_id); for anything else `diff_id` is
+    the digest itself (an uncompressed layer's diff_id is its digest)."""
+
+    path: Path
+    digest: str
+    size: int
+    compression: str
+    diff_id: str
+    uncompressed_size: int
+
+
+class _DiffIdTee:
+    """Compressed chunks in through `write`; a helper thread decompresses them (bounded) and hashes
+    the result. At most `_DEPTH` chunks wait, so memory stays flat."""
+
+    _DEPTH = 8
+
+    def __init__(self, compression: str, limit: int, what: str) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(self._DEPTH)
+        self._buf = b""
+        self._eof = False
+        self.error: BaseException | None = None
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._thread = threading.Thread(target=self._run, args=(compression, limit, what), daemon=True,
+                                        name="diff-id")
+        self._thread.start()
+
+    def read(self, n: int = -1) -> bytes:  # the decompressor's source, on the helper thread
+        while not self._buf and not self._eof:
+            item = self._q.get()
+            if item is None:
+                self._eof = True
+            else:
+                self._buf = item
+        take = len(self._buf) if n is None or n < 0 else n
+        out, self._buf = self._buf[:take], self._buf[take:]
+        return out
+
+    def _run(self, compression: str, limit: int, what: str) -> None:
+        try:
+            d = BoundedDecompressor(self, compression, limit=limit, what=what)
+            while chunk := d.read(CHUNK):
+                self.hash.update(chunk)
+                self.size += len(chunk)
+            if self.read(1):
+                raise StoreError(f"{what}: data after the end of the {compression} stream")
+        except BaseException as e:  # noqa: BLE001 - handed to the writer thread in write/finish
+            self.error = e
+        finally:
+            while not self._eof:  # keep the producer from blocking on a full queue
+                if self._q.get() is None:
+                    self._eof = True
+
+    def write(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self._q.put(chunk)
+
+    def finish(self) -> tuple[str, int]:
+        self._q.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return "sha256:" + self.hash.hexdigest(), self.size
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
+class Staging:
+    """A private directory under the store's `tmp/` holding one batch of incoming blobs by digest.
+    Use as a context manager; leaving the block removes whatever was not published."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dir = store.mkdtemp("transfer-")
+        self.blobs: dict[str, Staged] = {}
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        remove_tree(self.dir, self.store.tmp)
+
+    def stage(self, source: Readable | Iterable[bytes], *, what: str, size_hint: int = 0,
+              expected: str | None = None, expected_size: int | None = None) -> Staged:
+        """Write `source` (a reader, or an iterable of chunks) to a staged file; hash it, and when its
+        first bytes say gzip or zstd, decompress it on the side for the diff_id. With `expected`
+        (and `expected_size`) the content must be that blob, or DigestMismatch/SizeMismatch."""
+        with self._lock:
+            self._n += 1
+            path = self.dir / f"blob-{self._n}"
+        chunks = _chunks(source)
+        h = hasher_for(expected, what) if expected else hashlib.sha256()
+        count = 0
+        tee: _DiffIdTee | None = None
+        compression = "none"
+        try:
+            with open(path, "wb") as f:
+                first = True
+                for chunk in chunks:
+                    if first:
+                        first = False
+                        compression = sniff(chunk[:8])
+                        if compression in ("gzip", "zstd"):
+                            limit = expansion_limit(max(size_hint, expected_size or 0, len(chunk)))
+                            tee = _DiffIdTee(compression, limit, what)
+                        elif compression != "none":
+                            compression = "none"  # bzip2/xz are not layer formats: a plain blob
+                    count += len(chunk)
+                    if expected_size is not None and count > expected_size:
+                        raise SizeMismatch(what, expected=expected_size, got=f"more than {expected_size} bytes")
+                    h.update(chunk)
+                    f.write(chunk)
+                    if tee is not None:
+                        tee.write(chunk)
+                os.fsync(f.fileno())
+            digest = f"{(expected or 'sha256:').split(':')[0]}:{h.hexdigest()}"
+            if expected_size is not None and count != expected_size:
+                raise SizeMismatch(what, expected=expected_size, got=f"{count} bytes")
+            if expected is not None and digest != expected:
+                raise DigestMismatch(what, expected=expected, got=digest)
+            diff_id, usize = tee.finish() if tee is not None else (digest, count)
+        except BaseException:
+            if tee is not None:
+                tee.abort()
+            path.unlink(missing_ok=True)
+            raise
+        staged = Staged(path, digest, count, compression, diff_id, usize)
+        with self._lock:
+            self.blobs.setdefault(digest, staged)
+        return staged
+
+    def stage_bytes(self, data: bytes, *, what: str, expected: str | None = None) -> Staged:
+        return self.stage([data], what=what, expected=expected, expected_size=len(data) if expected else None)
+
+    def read(self, digest: str, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+        """A small staged blob's bytes (manifests, configs)."""
+        staged = self.blobs.get(digest)
+        if staged is None:
+            raise StoreError(f"{what}: blob {digest} is missing")
+        if staged.size > limit:
+            raise StoreError(f"{what}: {staged.size} bytes is larger than the {limit} allowed")
+        return staged.path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One image to bring in: its manifest's exact bytes (an OCI or Docker image manifest), and the
+    names to tag it with once everything is verified."""
+
+    manifest: bytes
+    manifest_digest: str
+    names: tuple[str, ...] = ()
+    source: str = ""
+
+
+def check_incoming(store: Store, staging: Staging, images: Sequence[Incoming]) -> list[tuple[Incoming, list[Layer]]]:
+    """Verify every image of a batch against what is staged (or already stored), before anything is
+    published. Returns each image with its layers. Raises the first problem; a batch that lacks
+    layer blobs (an incremental bundle loaded into the wrong store) gets one error naming all of them."""
+    checked: list[tuple[Incoming, list[Layer]]] = []
+    missing: list[str] = []
+    for image in images:
+        what = f"{image.source or 'image'} {image.manifest_digest}".strip()
+        manifest = Manifest.from_json(load_json(image.manifest, f"manifest {image.manifest_digest}"), what)
+        config_bytes = _blob_bytes(store, staging, manifest.config, f"{what}: config")
+        config = ImageConfig.from_json(load_json(config_bytes, f"config {manifest.config.digest}"),
+                                       f"config {manifest.config.digest}")
+        check_history(config, manifest, what)
+        layers: list[Layer] = []
+        for i, (desc, diff_id) in enumerate(zip(manifest.layers, config.diff_ids, strict=True)):
+            lwhat = f"{what}: layer {i + 1} ({desc.digest})"
+            staged = staging.blobs.get(desc.digest)
+            if staged is None:
+                if store.blobs.has(desc.digest):
+                    layers.append(Layer(diff_id, desc.digest, desc.size, desc.media_type))
+                else:
+                    missing.append(desc.digest)
+                continue
+            layers.append(_check_layer(staged, desc, diff_id, lwhat))
+        checked.append((image, layers))
+    if missing:
+        names = ", ".join(dict.fromkeys(missing))
+        raise StoreError(f"missing {len(set(missing))} layer(s) that the store lacks: {names}",
+                         hint="load the image this bundle was made against (save --since) first")
+    return checked
+
+
+def _check_layer(staged: Staged, desc: Descriptor, diff_id: str, what: str) -> Layer:
+    if staged.size != desc.size:
+        raise SizeMismatch(what, expected=desc.size, got=f"{staged.size} bytes")
+    declared = layer_compression(desc.media_type)
+    if declared != staged.compression:
+        raise StoreError(f"{what}: media type says {declared} but the content is {staged.compression}")
+    if staged.diff_id != diff_id:
+        raise DigestMismatch(f"{what}: diff_id", expected=diff_id, got=staged.diff_id)
+    return Layer(diff_id, desc.digest, desc.size, desc.media_type, staged.uncompressed_size)
+
+
+def _blob_bytes(store: Store, staging: Staging, desc: Descriptor, what: str) -> bytes:
+    if desc.size > MAX_CONFIG_BYTES:
+        raise StoreError(f"{what}: {desc.size} bytes is larger than the {MAX_CONFIG_BYTES} allowed")
+    staged = staging.blobs.get(desc.digest)
+    if staged is not None:
+        if staged.size != desc.size:
+            raise SizeMismatch(what, expected=desc.size, got=f"{staged.size} bytes")
+        return staging.read(desc.digest, what)
+    if store.blobs.has(desc.digest):
+        return store.blobs.read(desc.digest, size=desc.size)
+    raise StoreError(f"{what}: blob {desc.digest} is missing")
+
+
+def commit_incoming(store: Store, staging: Staging, images: Sequence[Incoming], *, instruction: str,
+                    message: str | None = None) -> list[Image]:
+    """Verify the batch (`check_incoming`), then publish: blobs, layer records, commit records, and
+    last the tags. Returns the images in order."""
+    checked = check_incoming(store, staging, images)
+    out: list[Image] = []
+    for image, layers in checked:
+        manifest = Manifest.from_json(load_json(image.manifest, "manifest"), "manifest")
+        for digest in (manifest.config.digest, *(layer.digest for layer in layers)):
+            staged = staging.blobs.get(digest)
+            if staged is not None and staged.path.exists():
+                store.blobs.publish(staged.path, digest)
+        for layer in layers:
+            if layer.uncompressed_size or store.layers.known(layer.diff_id) is None:
+                store.layers.record(layer)
+        store.blobs.put(image.manifest, expected=image.manifest_digest)
+        out.append(store.images.register(image.manifest_digest, instruction=instruction, message=message))
+    for (image, _), stored in zip(checked, out, strict=True):
+        for name in image.names:
+            store.tags.set(name, stored.digest, message=instruction)
+    return out
+
+
+def _chunks(source: Readable | Iterable[bytes]) -> Iterable[bytes]:
+    if hasattr(source, "read"):
+        reader: Readable = source  # type: ignore[assignment]
+        return iter(lambda: reader.read(CHUNK), b"")
+    return source  # type: ignore[return-value]
+

@@ -1,0 +1,151 @@
+"""Pull and push: images between the store and OCI registries.
+
+`pull_image` resolves a reference (an index or manifest list to one platform), downloads the config
+and the layers the store lacks (three at a time) into staging, verifies all of them, publishes them
+and tags the image, as transfer_import promises: a refused pull leaves no tag and no blob.
+`push_image` uploads the config and layers (each: HEAD, else a mount from another repository of the
+same registry that the store knows holds it, else an upload), then the manifest, last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from layerstore.images import Image
+from layerstore.oci import Descriptor, Manifest
+from layerstore.reference import Reference, parse_reference
+from layerstore.registry import RegistryClient, open_file_source
+from layerstore.store import Store
+from layerstore.transfer import prepare
+from layerstore.transfer_import import Incoming, Staging, commit_incoming
+from layerstore.transfer_media import Platform, parse_json
+from pybuild.errors import PybuildError, RegistryError
+
+log = logging.getLogger(__name__)
+
+PARALLEL = 3  # blobs in flight at once, as Docker does
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Pushed:
+    reference: Reference
+    digest: str
+    size: int
+
+
+def pull_image(
+    store: Store,
+    reference: str,
+    *,
+    platform: Platform | None = None,
+    tls_verify: bool = True,
+    progress: Progress = _quiet,
+    client: RegistryClient | None = None,
+) -> Image:
+    """Download `reference` (`busybox`, `localhost:5000/app:1`, `x@sha256:...`) into `store` and tag
+    it with its familiar name (not when pulled by digest). The image for `platform` (default: this
+    machine's) is chosen from an index. This is what the builder calls for a FROM image that is not
+    in the store. Raises RegistryError, DigestMismatch, StoreError, NotFound."""
+    ref = parse_reference(reference)
+    own = client is None
+    client = client or RegistryClient(ref.domain, tls_verify=tls_verify)
+    try:
+        return _pull(store, client, ref, platform, progress)
+    finally:
+        if own:
+            client.close()
+
+
+def _pull(store: Store, client: RegistryClient, ref: Reference, platform: Platform | None, progress: Progress) -> Image:
+    repo = ref.path
+    fetched, index = client.resolve(repo, ref.digest or ref.tag or "latest", platform)
+    what = f"{ref.familiar} ({fetched.digest})"
+    manifest = Manifest.from_json(parse_json(fetched.data, f"manifest of {ref.familiar}"), what)
+    progress(f"pulling {ref.familiar}: manifest {fetched.digest}" + (f" from index {index.digest}" if index else ""))
+    with Staging(store) as staging:
+        wanted = {d.digest: d for d in [manifest.config, *manifest.layers] if not store.blobs.has(d.digest)}
+
+        def fetch(desc: Descriptor) -> None:
+            with client.open_blob(repo, desc.digest, desc.size) as reader:
+                staging.stage(reader, what=f"{what}: blob {desc.digest}", size_hint=desc.size,
+                              expected=desc.digest, expected_size=desc.size)
+            progress(f"  blob {desc.digest} ({desc.size} bytes) done")
+
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="pull") as pool:
+            for future in [pool.submit(fetch, desc) for desc in wanted.values()]:
+                future.result()
+        names = (ref.familiar,) if ref.digest is None else ()
+        (image,) = commit_incoming(store, staging, [Incoming(fetched.data, fetched.digest, names, source=what)],
+                                   instruction=f"pull {ref}")
+    return image
+
+
+def push_image(
+    store: Store,
+    name: str,
+    destination: str | None = None,
+    *,
+    compression: str | None = None,
+    tls_verify: bool = True,
+    progress: Progress = _quiet,
+    client: RegistryClient | None = None,
+) -> Pushed:
+    """Upload image `name` to `destination` (default: `name` itself, e.g. `localhost:5000/app:1`).
+    Layers go as stored unless `compression` asks for another (the converted blobs are kept in the
+    store). Returns the reference and the digest of the manifest pushed."""
+    image = store.resolve(name)
+    dest = parse_reference(destination or name)
+    if dest.digest is not None:
+        raise RegistryError(f"{dest}: push to a tag, not a digest")
+    prepared = prepare(store, image, (), compression)
+    own = client is None
+    client = client or RegistryClient(dest.domain, tls_verify=tls_verify)
+    try:
+        client.ping()
+        sources = _mount_sources(store, dest)
+        blobs = [(image.manifest.config.digest, image.manifest.config.size)] + [
+            (layer.digest, layer.size) for layer in prepared.layers
+        ]
+        unique = list(dict.fromkeys(blobs))
+
+        def upload(item: tuple[str, int]) -> None:
+            digest, size = item
+            candidates = [repo for repo, digests in sources if digest in digests]
+            how = client.upload_blob(dest.path, digest, open_file_source(str(store.blobs.path(digest)), size),
+                                     mount_from=candidates)
+            progress(f"  blob {digest} ({size} bytes) {how}")
+
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="push") as pool:
+            for future in [pool.submit(upload, item) for item in unique]:
+                future.result()
+        digest = client.put_manifest(dest.path, dest.tag or "latest", prepared.manifest, prepared.media_type)
+    finally:
+        if own:
+            client.close()
+    progress(f"pushed {dest.familiar}: {digest}")
+    return Pushed(dest, digest, len(prepared.manifest))
+
+
+def _mount_sources(store: Store, dest: Reference) -> list[tuple[str, set[str]]]:
+    """Other repositories of `dest`'s registry that the store's tags say hold which blobs: an image
+    tagged `registry/other:1` here was pulled from or pushed there, so its blobs can be mounted."""
+    out: dict[str, set[str]] = {}
+    for tag in store.tags.all():
+        ref = tag.ref
+        if ref.domain != dest.domain or ref.path == dest.path:
+            continue
+        try:
+            image = store.images.get(tag.digest)
+        except PybuildError as e:  # a damaged image only costs us a mount
+            log.debug("mount source %s skipped: %s", ref, e)
+            continue
+        out.setdefault(ref.path, set()).update({image.id, *(layer.digest for layer in image.layers)})
+    return list(out.items())
