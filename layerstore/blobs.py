@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,7 +137,7 @@ class Blobs:
         `writer.result` says where it went. On error nothing is published."""
         if expected is not None:
             hex_of(expected)
-        staged = self.layout.tmp / f"blob-{uuid.uuid4().hex}"
+        staged = self.layout.tmp / f"blob-{os.urandom(16).hex()}"
         try:
             with atomic_writer(staged, tmp_dir=self.layout.tmp, mode=0o444) as f:
                 w = BlobWriter(f)

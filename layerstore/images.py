@@ -9,7 +9,7 @@ after (refs.py).
 
 from __future__ import annotations
 
-import platform
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +28,7 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", 
 
 
 def host_architecture() -> str:
-    machine = platform.machine()
+    machine = os.uname().machine
     return _ARCH.get(machine, machine)
 
 

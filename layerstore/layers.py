@@ -18,7 +18,6 @@ import logging
 import os
 import stat
 import tempfile
-import uuid
 from collections.abc import Iterator
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -140,7 +139,7 @@ def remove_tree(path: Path, tmp: Path) -> None:
     below PATH_MAX's reach) and makes read-only directories writable on the way."""
     if not os.path.lexists(path):
         return
-    doomed = tmp / f"rm-{uuid.uuid4().hex}"
+    doomed = tmp / f"rm-{os.urandom(16).hex()}"
     try:
         os.rename(path, doomed)
     except OSError as e:
