@@ -265,3 +265,80 @@ def test_state_inherited_from_a_parent_stage_silences_warnings() -> None:
                                 "FROM base\nWORKDIR sub\nCMD run\n"
                                 "FROM a\nWORKDIR rel\nCMD run\n")
     assert sorted((w.line, w.rule) for w in bf.warnings) == [(8, "WorkdirRelativePath"), (9, "JSONArgsRecommended")]
+
+
+@pytest.mark.parametrize(
+    "text, paths, contents",
+    [  # BuildKit's TestCopyHeredoc
+        ("COPY /foo /bar", ("/foo",), ()),
+        ("COPY <<EOF /bar\nEOF", (), (("EOF", "", True),)),
+        ("COPY <<EOF /bar\nTESTING\nEOF", (), (("EOF", "TESTING\n", True),)),
+        ("COPY <<-EOF /bar\n\tTESTING\nEOF", (), (("EOF", "TESTING\n", True),)),
+        ("COPY <<'EOF' /bar\nTESTING\nEOF", (), (("EOF", "TESTING\n", False),)),
+        ("COPY <<EOF1 <<EOF2 /bar\nthis is the first file\nEOF1\nthis is the second file\nEOF2", (),
+         (("EOF1", "this is the first file\n", True), ("EOF2", "this is the second file\n", True))),
+        ("COPY <<EOF foo.txt /bar\nthis is inline\nEOF", ("foo.txt",), (("EOF", "this is inline\n", True),)),
+        ('COPY <<EOF /quotes\n"quotes"\nEOF', (), (("EOF", '"quotes"\n', True),)),
+    ],
+)
+def test_buildkit_copy_heredoc_cases(text: str, paths: tuple[str, ...], contents: tuple[tuple[str, str, bool]]) -> None:
+    (copy,) = parser.parse_instructions(text)
+    assert isinstance(copy, Copy)
+    assert copy.sources == paths
+    assert tuple((h.name, h.data, h.expand) for h in copy.heredoc_sources) == contents
+
+
+@pytest.mark.parametrize(
+    "text, shell, command, files",
+    [  # BuildKit's TestRunHeredoc
+        ('RUN ["ls", "/"]', False, ("ls", "/"), ()),
+        ('RUN ["<<EOF"]', False, ("<<EOF",), ()),
+        ("RUN ls /", True, ("ls /",), ()),
+        ("RUN <<EOF\nls /\nwhoami\nEOF", True, ("<<EOF",), (("EOF", "ls /\nwhoami\n", False),)),
+        ("RUN <<'EOF' | python\nprint(\"hello\")\nprint(\"world\")\nEOF", True, ("<<'EOF' | python",),
+         (("EOF", 'print("hello")\nprint("world")\n', False),)),
+        ("RUN <<-EOF\n\techo test\nEOF", True, ("<<-EOF",), (("EOF", "\techo test\n", True),)),
+    ],
+)
+def test_buildkit_run_heredoc_cases(text: str, shell: bool, command: tuple[str, ...],
+                                    files: tuple[tuple[str, str, bool], ...]) -> None:
+    (run,) = parser.parse_instructions(text)
+    assert isinstance(run, Run)
+    assert (run.prepend_shell, run.command) == (shell, command)
+    assert tuple((h.name, h.content, h.chomp) for h in run.heredocs) == files
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [  # BuildKit's TestErrorCases and friends
+        ("COPY\t\n\t\tquux \\\n      bar", "COPY requires at least two arguments"),
+        ("ONBUILD FROM scratch", "FROM isn't allowed as an ONBUILD trigger"),
+        ("MAINTAINER --boo joe@example.com", "unknown flag: --boo"),
+        ("ONBUILD ONBUILD RUN touch foobar", "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
+        ("FOO bar", "unknown instruction: FOO"),
+        ("foo bar", "unknown instruction: foo"),
+        ("COPY /foo <<EOF\nEOF", "COPY cannot accept a heredoc as a destination"),
+        ("HEALTHCHECK --interval=50ns CMD true", "cannot be less than 1ms"),
+    ],
+)
+def test_buildkit_instruction_error_cases(text: str, error: str) -> None:
+    with pytest.raises(ParseErrors) as info:
+        parser.parse_instructions(text)
+    assert error in info.value.errors[0].reason
+
+
+@pytest.mark.parametrize("keyword", ["MAINTAINER", "WORKDIR", "USER", "STOPSIGNAL"])
+def test_exactly_one_argument(keyword: str) -> None:
+    with pytest.raises(ParseErrors, match=f"{keyword} requires exactly one argument"):
+        parser.parse_instructions(keyword)
+
+
+@pytest.mark.parametrize("keyword", ["ENV", "LABEL", "ONBUILD", "HEALTHCHECK", "EXPOSE", "VOLUME"])
+def test_at_least_one_argument(keyword: str) -> None:
+    with pytest.raises(ParseErrors, match=f"{keyword} requires at least one argument"):
+        parser.parse_instructions(keyword)
+
+
+def test_zero_intervals_mean_the_default() -> None:
+    (check,) = parser.parse_instructions("HEALTHCHECK --interval=0ms --timeout=1ms CMD true")
+    assert isinstance(check, Healthcheck) and (check.interval_ns, check.timeout_ns) == (0, 1_000_000)
