@@ -29,7 +29,7 @@ from parser import shellglob
 from parser.gotext import GO_SPACES, go_quote
 from pybuild.errors import ParseError
 
-__all__ = ["expand_word", "expand_words", "expand_heredoc", "LexError", "lex"]
+__all__ = ["expand_word", "expand_words", "expand_heredoc"]
 
 _SPACE_RUNS = re.compile("[" + GO_SPACES + "]+")
 _HEREDOC_SPACE = " \t\r"
