@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
 
 
+def chomp(body: str) -> str:
+    """BuildKit's ChompHeredocContent: leading tabs removed from every line (lines end at \\n
+    only, as Go's `(?m)^`)."""
+    return "\n".join(line.lstrip("\t") for line in body.split("\n"))
+
+
 @dataclass(frozen=True)
 class Heredoc:
     """One `<<NAME` body. `content` is the raw body: every line with its newline, the terminator
@@ -30,9 +36,7 @@ class Heredoc:
     @property
     def chomped(self) -> str:
         """The body as used: with `<<-`, leading tabs removed from every line."""
-        if not self.chomp:
-            return self.content
-        return "".join(line.lstrip("\t") for line in self.content.splitlines(keepends=True))
+        return chomp(self.content) if self.chomp else self.content
 
 
 @dataclass(frozen=True)

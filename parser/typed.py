@@ -55,7 +55,7 @@ from parser.instructions import (
     Workdir,
 )
 from parser.mounts import NETWORK_MODES, SECURITY_MODES, Device, MountError, MountSpec, check_choice
-from parser.nodes import Node, NodeTree, ParseWarning
+from parser.nodes import Node, NodeTree, ParseWarning, chomp
 from parser.shell import expand_word
 from parser.signals import parse_signal
 from pybuild.errors import ParseError, ParseErrors
@@ -178,7 +178,7 @@ def _files(req: _Request, keyword: str, flags: Values) -> _Files:
         body = bodies.get(marker.name)
         data = body.content if body else ""
         if marker.chomp:
-            data = "".join(line.lstrip("\t") for line in data.splitlines(keepends=True))
+            data = chomp(data)
         contents.append(HeredocSource(name=marker.name, data=data, expand=marker.expand))
     return {"sources": tuple(paths), "dest": dest, "heredoc_sources": tuple(contents), "json_form": req.node.json,
             "chown": flags.text("chown"), "chmod": flags.text("chmod"), "link": flags.flag("link"),
