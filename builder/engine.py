@@ -2,17 +2,22 @@
 
 For every stage the target needs (plan.py), in file order: resolve the base (an image in the
 store, scratch, or an earlier stage's result), run the base's ONBUILD triggers, then every
-instruction. Each instruction is a step with a cache key (cachekey.py) chained from the previous
-step's key; a key found in the store's build cache reuses that step's image without running it.
-Otherwise the step runs (steps.py for RUN/COPY/ADD/WORKDIR, imageconfig.py for the rest) and
-its image is written, then cached. So a fully cached rebuild reads no layer and runs nothing:
-it hashes the COPY sources (with the stat cache) and looks keys up.
+instruction. Two chains of cache keys (cachekey.py) run through a stage, as BuildKit's two
+outputs do:
+- the *file-system* chain: FROM, RUN, COPY, ADD and WORKDIR, each keyed by the previous one and
+  by what the step sees (a RUN its environment, user, directory; a COPY its sources' content).
+  Metadata instructions do not touch it, so a changed LABEL, or an ARG no step uses, reruns
+  nothing. A key found in the build cache gives the step's layer (and its history entry) from
+  the image cached under it, without running the step;
+- the *image* chain: every instruction, metadata included. Its last key names the stage's
+  image: on a fully cached rebuild the very same image is found, with the same digest.
+Images are written with their stage's base image as parent: one image per step that ran (to
+cache its layer) and one per stage result.
 
-Atomicity: images are written objects-first by the store, a step's image is cached only once
+Atomicity: the store writes objects before references, a key is cached only once its image is
 written, and tags are set only after the whole build succeeded. A failed step leaves the cached
 steps before it (a later build resumes there), no tag, and nothing half-written.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.buildargs import Scope, platform_args, resolve_meta_args, source_date_epoch
-from builder.cachekey import SCRATCH, StepInputs, explain, meta_inputs
+from builder.cachekey import SCRATCH, StepInputs, explain
 from builder.context import SourceTree
 from builder.contenthash import Hasher, StatCache, statcache_path
 from builder.ignore import load_ignore
@@ -35,9 +40,10 @@ from builder.plan import Base, Plan, StagePlan, plan_build, stage_ref
 from builder.progress import Reporter, Step
 from builder.runmounts import Secret
 from builder.squash import squash_image
-from builder.steps import BuildEnv, Prepared, prepare_copy, prepare_run, prepare_workdir
+from builder.steps import BuildEnv, Prepared, discard, prepare_copy, prepare_run, prepare_workdir
 from layerstore.atomic import atomic_write
 from layerstore.images import Image, rfc3339
+from layerstore.layers import Layer
 from layerstore.oci import ContainerConfig, HistoryEntry
 from layerstore.store import Store
 from parser import Add, Buildfile, Copy, Instruction, Onbuild, Run, Workdir, parse_buildfile, parse_instructions
@@ -66,18 +72,27 @@ class BuildOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageState:
-    """Where a stage is: the key and image of its last step, and its config and variables."""
+    """Where a stage is: its base image, the layers and history entries it added, the two key
+    chains, and its config and variables."""
 
     index: int
     label: str
-    key: str
-    digest: str | None
-    sc: StageConfig
     total: int
+    base: Image | None  # None: scratch
+    fs_key: str
+    image_key: str
+    sc: StageConfig
+    layers: tuple[Layer, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
     position: int = 1
-    base_digest: str | None = None  # the image the stage started from (for --squash)
+    origin: Image | None = None  # the image the chain of stages started from (for --squash)
+
+    @property
+    def below(self) -> tuple[Layer, ...]:
+        """Every layer under the next step, bottom first."""
+        return (self.base.layers if self.base else ()) + self.layers
 
 
 def _stage_total(plan: StagePlan) -> int:
@@ -141,10 +156,11 @@ class Builder:
             final = self.results[plan.target]
             if opts.labels:
                 final = self._labels(final, dict(opts.labels))
-            image = self._materialize(final)
+            image = self._stage_image(final)
             if opts.squash:
                 step = self._start("[squash] merging this build's layers into one")
-                image = squash_image(self.store, image, final.base_digest, epoch=epoch)
+                origin = final.origin
+                image = squash_image(self.store, image, origin.digest if origin else None, epoch=epoch)
                 self.progress.done(step)
         finally:
             cache.save()
@@ -183,7 +199,7 @@ class Builder:
         state = self._from(sp)
         triggers = state.sc.config.on_build
         if triggers:
-            state.sc = replace(state.sc, config=replace(state.sc.config, on_build=None))
+            state = replace(state, sc=replace(state.sc, config=replace(state.sc.config, on_build=None)))
             try:
                 parsed = parse_instructions("\n".join(triggers), file=f"ONBUILD of {sp.stage.base}")
             except ParseError as e:
@@ -198,26 +214,26 @@ class Builder:
         base: Base = sp.base
         label = self._label(sp)
         total = _stage_total(sp)
-        probe = StageState(sp.stage.index, label, SCRATCH, None, StageConfig(ContainerConfig(), Scope()), total)
+        probe = StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
         if base.kind == "stage":
             prior = self.results[base.stage]
-            shown = f"FROM {prior.label or prior.index}"
-            step = self._start(self._display(probe, shown))
+            step = self._start(self._display(probe, f"FROM {prior.label or prior.index}"))
             self.progress.done(step)
-            return replace(prior, index=sp.stage.index, label=label, total=total, position=1)
+            image = self._stage_image(prior)
+            sc = replace(prior.sc, cmd_set=False)  # CMD set in the parent stage counts as inherited
+            return StageState(sp.stage.index, label, total, image, prior.fs_key, image.digest, sc, origin=prior.origin)
         if base.kind == "scratch":
             sc = StageConfig(ContainerConfig(), Scope()).with_scope(Scope.from_image_env([]))
             step = self._start(self._display(probe, "FROM scratch"))
             self.progress.done(step)
-            return StageState(sp.stage.index, label, SCRATCH, None, sc, total)
+            return StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, sc)
         image = self._base_image(base.ref, str(sp.stage.location))
-        step = Step(self.counter + 1, self._display(probe, f"FROM {base.ref}@{image.digest}"))
         self.counter += 1
-        self.progress.cached(step)
+        self.progress.cached(Step(self.counter, self._display(probe, f"FROM {base.ref}@{image.digest}")))
         config = image.config.config
         sc = StageConfig(config, Scope()).with_scope(Scope.from_image_env(config.env or ()))
         sc = replace(sc, author=image.config.author)
-        return StageState(sp.stage.index, label, image.digest, image.digest, sc, total, base_digest=image.digest)
+        return StageState(sp.stage.index, label, total, image, image.digest, image.digest, sc, origin=image)
 
     def _base_image(self, ref: str, where: str) -> Image:
         try:
@@ -229,19 +245,19 @@ class Builder:
             return pulled
         raise BuildError(
             f"base image {ref} is not in the store",
-            location=where,
+            location=where or None,
             hint=f"get it with 'pybuild pull {ref}', 'pybuild load -i FILE', or 'pybuild bootstrap busybox'",
         )
 
-    def _source(self, state: StageState, name: str) -> tuple[str, Image | None]:
-        """What `COPY --from`/`--mount from=` names: (its key, its image) for a stage or image."""
+    def _source(self, state: StageState, name: str) -> tuple[str, tuple[Layer, ...]]:
+        """What `COPY --from`/`--mount from=` names: (its key, its layers) for a stage or image."""
         assert self.buildfile is not None
         index = stage_ref(self.buildfile, name, state.index)
         if index is not None:
             prior = self.results[index]
-            return prior.key, self.env.image(prior.digest)
+            return prior.fs_key, prior.below
         image = self._base_image(name, "")
-        return image.digest, image
+        return image.digest, image.layers
 
     # ------------------------------------------------------------------------------ steps
 
@@ -252,24 +268,23 @@ class Builder:
             raise BuildError("ONBUILD ONBUILD is not allowed", location=str(instruction.location))
         if isinstance(instruction, METADATA):
             sc, created_by = apply_metadata(instruction, state.sc, escape=escape, build_args=self.options.build_args, meta=self.meta)
-            inputs = meta_inputs(state.key, op=instruction.keyword, value=created_by, epoch=self.epoch)
-            return self._config_step(state, sc, created_by, inputs, pos)
+            return self._config_step(state, sc, created_by)
         x = expander(state.sc, instruction, escape)
         if isinstance(instruction, Workdir):
             sc, created_by = apply_metadata(instruction, state.sc, escape=escape)
             state = replace(state, position=state.position + 1)
             if sc.workdir == "/":
-                inputs = meta_inputs(state.key, op="WORKDIR", value=created_by, epoch=self.epoch)
-                return self._config_step(state, sc, created_by, inputs, pos)
-            prepared = prepare_workdir(self.env, sc, sc.workdir, x.where, state.key, state.digest)
+                return self._config_step(state, sc, created_by)
+            prepared = prepare_workdir(self.env, sc, sc.workdir, x.where, state.fs_key, state.below)
             return self._layer_step(state, sc, prepared, self._display(state, created_by), pos)
         state = replace(state, position=state.position + 1)
         shown = self._display(state, (("ONBUILD " if onbuild else "") + instruction.original.strip())[:200])
+        source_of = lambda name: self._source(state, name)  # noqa: E731
         if isinstance(instruction, Run):
-            prepared = prepare_run(self.env, instruction, state.sc, x, state.key, state.digest, lambda n: self._source(state, n))
+            prepared = prepare_run(self.env, instruction, state.sc, x, state.fs_key, state.below, source_of)
             return self._layer_step(state, state.sc, prepared, shown, pos)
         if isinstance(instruction, (Copy, Add)):
-            prepared = prepare_copy(self.env, instruction, state.sc, x, state.key, state.digest, lambda n: self._source(state, n))
+            prepared = prepare_copy(self.env, instruction, state.sc, x, state.fs_key, state.below, source_of)
             return self._layer_step(state, state.sc, prepared, shown, pos)
         raise BuildError(f"{instruction.keyword} cannot be used here", location=str(instruction.location))
 
@@ -279,49 +294,65 @@ class Builder:
     def _created(self) -> str:
         return rfc3339(self.epoch) if self.epoch is not None else rfc3339()
 
-    def _config_step(self, state: StageState, sc: StageConfig, created_by: str, inputs: StepInputs, pos: str) -> StageState:
-        """A metadata step: a new image with the same layers, a new config and history entry."""
-        key = inputs.key()
-        self.current[pos] = inputs
-        hit = self._lookup(key)
-        if hit is None:
-            created = self._created()
-            image = self.store.write_image(
-                parent=self.env.image(state.digest),
-                config=sc.config,
-                history=[HistoryEntry(created_by=created_by, created=created, comment=HISTORY_COMMENT, empty_layer=True)],
-                created=created,
-                instruction=created_by,
-                cache_key=key,
-            )
-            self.store.cache.put(key, image.digest)
-            hit = image.digest
-        return replace(state, key=key, digest=hit, sc=sc)
+    def _config_step(self, state: StageState, sc: StageConfig, created_by: str) -> StageState:
+        """A metadata step: a history entry and a new config; nothing is written until the
+        stage's image is (see `_stage_image`)."""
+        entry = HistoryEntry(created_by=created_by, created=self._created(), comment=HISTORY_COMMENT, empty_layer=True)
+        image_key = _chain(state.image_key, "config", created_by, self.epoch)
+        return replace(state, sc=sc, history=state.history + (entry,), image_key=image_key)
 
     def _layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, shown: str, pos: str) -> StageState:
         key = prepared.inputs.key()
         self.current[pos] = prepared.inputs
         hit = self._lookup(key)
-        if hit is not None:
+        cached = self._cached_layer(hit) if hit is not None else None
+        if cached is not None:
+            layer, entry = cached
             self.counter += 1
             self.progress.cached(Step(self.counter, shown))
-            return replace(state, key=key, digest=hit, sc=sc)
+        else:
+            layer, entry = self._run_layer_step(state, sc, prepared, key, shown, pos)
+        return replace(
+            state,
+            sc=sc,
+            fs_key=key,
+            image_key=_chain(state.image_key, "layer", key, None),
+            layers=state.layers + (layer,),
+            history=state.history + (entry,),
+        )
+
+    def _cached_layer(self, digest: str) -> tuple[Layer, HistoryEntry] | None:
+        """The layer a cached step image adds, and its history entry (None if unusable)."""
+        try:
+            image = self.env.image(digest)
+        except PybuildError:
+            return None
+        entries = [h for h in image.history if not h.empty_layer]
+        if not image.layers or not entries:
+            return None
+        return image.layers[-1], entries[-1]
+
+    def _run_layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, key: str, shown: str, pos: str) -> tuple[Layer, HistoryEntry]:
         reasons = ["--no-cache"] if self.options.no_cache else explain(self.previous.get(pos), prepared.inputs)
         step = self._start(shown, reasons)
         self.env.on_output = lambda stream, data: self.progress.output(step, stream, data)
         try:
             upper = prepared.execute()
-            self.progress.phase(step, "committing", _tree_size(upper))
-            created = self._created()
-            image = self.store.commit(
-                upper,
-                parent=self.env.image(state.digest),
-                created_by=prepared.created_by,
+            try:
+                self.progress.phase(step, "committing", _tree_size(upper))
+                layer = self.store.layers.commit_dir(upper, source_date_epoch=self.epoch, consume=True)
+            finally:
+                discard(upper)  # the commit moved the upper away; this removes what is left
+            entry = HistoryEntry(created_by=prepared.created_by, created=self._created(), comment=HISTORY_COMMENT)
+            # The step's own image: what a later build finds under `key` (layer and entry).
+            image = self.store.write_image(
+                parent=state.base,
+                layers=list(state.layers) + [layer],
                 config=sc.config,
-                comment=HISTORY_COMMENT,
-                created=created,
+                history=list(state.history) + [entry],
+                created=entry.created,
+                instruction=prepared.created_by,
                 cache_key=key,
-                source_date_epoch=self.epoch,
             )
         except PybuildError as e:
             self.progress.error(step, e.message)
@@ -331,7 +362,32 @@ class Builder:
         self.store.cache.put(key, image.digest)
         self.env.images[image.digest] = image
         self.progress.done(step)
-        return replace(state, key=key, digest=image.digest, sc=sc)
+        return layer, entry
+
+    def _stage_image(self, state: StageState) -> Image:
+        """The image a stage ends with: found under its image key, else written (and cached)."""
+        key = state.image_key
+        if state.base is not None and not state.history and not state.layers:
+            return state.base  # `FROM image` and nothing else: that image
+        hit = self._lookup(_key_hex(key))
+        if hit is not None:
+            try:
+                return self.env.image(hit)
+            except PybuildError:
+                pass
+        history = list(state.history) or [HistoryEntry(created_by="FROM scratch", created=self._created(), empty_layer=True)]
+        image = self.store.write_image(
+            parent=state.base,
+            layers=list(state.layers),
+            config=state.sc.config,
+            history=history,
+            created=history[-1].created,
+            instruction=history[-1].created_by,
+            cache_key=_key_hex(key),
+        )
+        self.store.cache.put(_key_hex(key), image.digest)
+        self.env.images[image.digest] = image
+        return image
 
     def _labels(self, state: StageState, labels: dict[str, str]) -> StageState:
         """--label: applied to the final image as a last metadata step."""
@@ -339,17 +395,7 @@ class Builder:
         merged.update(labels)
         sc = replace(state.sc, config=replace(state.sc.config, labels=merged))
         created_by = "LABEL " + " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        inputs = meta_inputs(state.key, op="LABEL", value=created_by, epoch=self.epoch)
-        return self._config_step(state, sc, created_by, inputs, "labels")
-
-    def _materialize(self, state: StageState) -> Image:
-        """The final image of a stage; a stage with nothing but `FROM scratch` gets an empty image."""
-        if state.digest is None:
-            inputs = meta_inputs(state.key, op="FROM", value="FROM scratch", epoch=self.epoch)
-            state = self._config_step(state, state.sc, "FROM scratch", inputs, "scratch")
-        image = self.env.image(state.digest)
-        assert image is not None
-        return image
+        return self._config_step(state, sc, created_by)
 
     # ------------------------------------------------------------------------------ explanations
 
@@ -377,6 +423,18 @@ class Builder:
             log.debug("cannot save cache explanations: %s", e)
 
 
+def _chain(previous: str, kind: str, value: str, epoch: int | None) -> str:
+    """The next key of the image chain."""
+    doc = json.dumps([previous, kind, value, epoch], separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(doc.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _key_hex(key: str) -> str:
+    """A chain key as the build cache stores keys (64 hex); base digests are hashed too."""
+    hex_ = key.removeprefix("sha256:")
+    return hex_ if len(hex_) == 64 else hashlib.sha256(key.encode()).hexdigest()
+
+
 def _tree_size(path: Path) -> int:
     total = 0
     for dirpath, _, files in os.walk(path):
@@ -392,7 +450,7 @@ def pull_base(store: Store, ref: str) -> Image | None:
     """Pull a base image that is not in the store, when the transfer area provides a pull
     (`layerstore.transfer.pull`); None when it cannot (then the build says how to get it)."""
     try:
-        from layerstore import transfer  # type: ignore[attr-defined]
+        from layerstore import transfer
     except ImportError:
         return None
     pull = getattr(transfer, "pull", None)

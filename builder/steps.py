@@ -2,9 +2,9 @@
 
 Each `prepare_*` function computes a step's cache-key inputs and history line without writing
 anything (hashing COPY sources, resolving mounts), and returns a `Prepared` whose `execute()`
-does the work on a cache miss: an empty upper dir under the store's tmp/, the runner's overlay or
-sandbox over the parent image's layers, then `store.commit` (layer + image + commit record). A
-failure removes the upper dir and leaves nothing in the store but complete objects.
+does the work on a cache miss: an empty upper dir under the store's tmp/, changed through the
+runner's overlay or sandbox over the layers below the step, handed back for the engine to commit.
+A failure removes the upper dir; nothing reaches the store.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from builder.runmounts import Backing, RunMount, Secret, context_subtree, key_mo
 from builder.sources import CopySpec, apply_sources, digest_sources, resolve_sources
 from builder.users import Identity, chown_identity
 from layerstore.images import Image
+from layerstore.layers import Layer
 from layerstore.rootpath import resolve_in_root
 from layerstore.store import Store
 from parser import Add, Copy, Run
@@ -43,6 +44,8 @@ from runner.spec import ProcessSpec, SandboxSpec
 from runner.users import lookup as lookup_user
 
 T = TypeVar("T")
+Layers = tuple[Layer, ...]
+SourceOf = Callable[[str], tuple[str, Layers]]  # a --from name -> (its key, its layers)
 OUTPUT_TAIL_LINES = 20
 DEFAULT_HOSTNAME = "buildkitsandbox"
 
@@ -65,9 +68,7 @@ class BuildEnv:
     on_phase: Callable[[str, int | None], None] = lambda what, size: None
     images: dict[str, Image] = field(default_factory=dict)
 
-    def image(self, digest: str | None) -> Image | None:
-        if digest is None:
-            return None
+    def image(self, digest: str) -> Image:
         if digest not in self.images:
             self.images[digest] = self.store.images.get(digest)
         return self.images[digest]
@@ -77,10 +78,11 @@ class BuildEnv:
             self.hashers[id(tree)] = Hasher(tree)
         return self.hashers[id(tree)]
 
-    def lowers(self, image: Image | None) -> list[Path]:
-        """The overlay lower dirs of `image` (top first); an empty dir for scratch."""
-        if image is not None and image.layers:
-            return self.store.lower_dirs(image)
+    def lowers(self, layers: Layers) -> list[Path]:
+        """The overlay lower dirs of `layers` (bottom first given; top first returned), unpacking
+        as needed; an empty dir when there are none (scratch)."""
+        if layers:
+            return [self.store.layers.unpack(layer) for layer in reversed(layers)]
         empty = self.scratch / "empty"
         empty.mkdir(exist_ok=True)
         return [empty]
@@ -134,7 +136,7 @@ def run_argv(run: Run, sc: StageConfig) -> tuple[tuple[str, ...], str | None, st
     return argv, None, None
 
 
-def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_key: str, parent: str | None, stage_keys: Callable[[str], tuple[str, Image | None]]) -> Prepared:
+def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_key: str, below: Layers, stage_keys: SourceOf) -> Prepared:
     """RUN: argv in SHELL (shell form) or as is, env = ENV + declared ARGs, user, workdir,
     network and mounts in the key; executed in the runner's sandbox."""
     argv, pipe_name, pipe_body = run_argv(run, sc)
@@ -196,7 +198,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                     process=ProcessSpec(
                         argv=tuple(argv), env=tuple(sc.scope.run_env(env.build_args)) + tuple(extra_env), cwd=workdir, user=sc.user
                     ),
-                    lowers=tuple(env.lowers(env.image(parent))),
+                    lowers=tuple(env.lowers(below)),
                     upper=upper,
                     hostname=hostname,
                     network=effective,
@@ -223,7 +225,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
 
 
 def _materialize(
-    env: BuildEnv, mounts: list[RunMount], backing: Backing, stage_keys: Callable[[str], tuple[str, Image | None]]
+    env: BuildEnv, mounts: list[RunMount], backing: Backing, stage_keys: SourceOf
 ) -> tuple[list[RunnerMount], list[str]]:
     out: list[RunnerMount] = []
     extra_env: list[str] = []
@@ -286,8 +288,8 @@ def prepare_copy(
     sc: StageConfig,
     x: Expander,
     parent_key: str,
-    parent: str | None,
-    source_of: Callable[[str], tuple[str, Image | None]],
+    below: Layers,
+    source_of: SourceOf,
 ) -> Prepared:
     """COPY/ADD: the sources' content digests in the key (for the build context), or the
     source stage's key (for --from); copied through an overlay of the parent image."""
@@ -315,11 +317,11 @@ def prepare_copy(
     from_ = instr.from_ if isinstance(instr, Copy) else None
     downloads = Path(tempfile.mkdtemp(prefix="downloads-", dir=env.scratch))
     if from_:
-        from_key, from_image = source_of(from_)
+        from_key, from_layers = source_of(from_)
         digests = [(s, "") for s in spec.sources] + [(f"heredoc:{n}", "") for n, _ in heredocs]
         sources = None
     else:
-        from_key, from_image = "context", None
+        from_key, from_layers = "context", ()
         sources = _located(x.where, lambda: resolve_sources(env.context, spec, download_dir=downloads))
         digests = _located(x.where, lambda: digest_sources(sources or [], spec, env.hasher))
     inputs = copy_inputs(
@@ -343,20 +345,19 @@ def prepare_copy(
         upper = _upper(env, "copy-")
         try:
             with ExitStack() as stack:
-                parent_image = env.image(parent)
                 if instr.link and mode is None:
                     # --link: an independent layer; the image is read only for --chown names
                     dst_root = upper
-                    passwd_root = _view(env, stack, parent_image, upper) if chown else upper
-                elif parent_image is None or not parent_image.layers:
+                    passwd_root = _view(env, stack, below, upper) if chown else upper
+                elif not below:
                     dst_root = passwd_root = upper  # nothing below: write the layer directly
                 else:
-                    dst_root = passwd_root = stack.enter_context(overlay_rootfs(env.lowers(parent_image), upper))
+                    dst_root = passwd_root = stack.enter_context(overlay_rootfs(env.lowers(below), upper))
                 owner = _located(x.where, lambda: chown_identity(chown, passwd_root)) if chown else None
                 opts = CopyOptions(chown=owner, chmod=mode, mtime=env.epoch)
                 srcs = sources
                 if from_:
-                    view = _view(env, stack, from_image, upper)
+                    view = _view(env, stack, from_layers, upper)
                     tree = SourceTree(view, name=f"stage {from_}")
                     srcs = _located(x.where, lambda: resolve_sources(tree, spec, download_dir=downloads))
                 _located(x.where, lambda: apply_sources(srcs or [], spec, dst_root, opts, scratch_dir=env.scratch))
@@ -368,13 +369,13 @@ def prepare_copy(
     return Prepared(inputs, created_by, execute)
 
 
-def _view(env: BuildEnv, stack: ExitStack, image: Image | None, near: Path) -> Path:
+def _view(env: BuildEnv, stack: ExitStack, layers: Layers, near: Path) -> Path:
     """A read-only use of an image's file system: an overlay with a throwaway upper."""
     scratch = Path(tempfile.mkdtemp(prefix="view-", dir=near.parent))
     stack.callback(shutil.rmtree, scratch, ignore_errors=True)
     upper = scratch / "upper"
     upper.mkdir()
-    return stack.enter_context(overlay_rootfs(env.lowers(image), upper))
+    return stack.enter_context(overlay_rootfs(env.lowers(layers), upper))
 
 
 def _located(where: str, work: Callable[[], T]) -> T:
@@ -392,7 +393,7 @@ def _located(where: str, work: Callable[[], T]) -> T:
 # ------------------------------------------------------------------------------------ WORKDIR
 
 
-def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, parent_key: str, parent: str | None) -> Prepared:
+def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, parent_key: str, below: Layers) -> Prepared:
     """WORKDIR (F81): create the directory (mkdir -p, 0755, owned by USER) as a layer."""
     inputs = StepInputs(parent_key, "WORKDIR", {"path": path, "user": sc.user, "epoch": env.epoch})
 
@@ -400,8 +401,7 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
         upper = _upper(env, "workdir-")
         try:
             with ExitStack() as stack:
-                image = env.image(parent)
-                root = upper if image is None or not image.layers else stack.enter_context(overlay_rootfs(env.lowers(image), upper))
+                root = upper if not below else stack.enter_context(overlay_rootfs(env.lowers(below), upper))
                 owner = Identity(0, 0)
                 if sc.user:
                     user = _located(where, lambda: lookup_user(root, sc.user))
