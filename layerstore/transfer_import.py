@@ -11,6 +11,7 @@ directory is removed (gc sweeps it after a crash).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -20,10 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerstore.atomic import fsync_dir
 from layerstore.compression import sniff
 from layerstore.digests import load_json
 from layerstore.images import Image
-from layerstore.layers import Layer, remove_tree
+from layerstore.layers import Layer, extract_into, remove_tree
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
 from layerstore.transfer_media import layer_compression
@@ -37,9 +39,9 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Staged:
-    """A file staged for the store: its digest and size (computed), and for a gzip or zstd file the
-    sha256 and size of its decompressed bytes (a layer's diff_id); for anything else `diff_id` is
-    the digest itself (an uncompressed layer's diff_id is its digest)."""
+    """A file staged for the store: its digest and size (computed). A file that looks like a layer
+    (gzip, zstd or tar) was also extracted, safely, to `unpacked`, and `diff_id` and
+    `uncompressed_size` describe its tar; for anything else they are the digest and size."""
 
     path: Path
     digest: str
@@ -47,23 +49,39 @@ class Staged:
     compression: str
     diff_id: str
     uncompressed_size: int
+    unpacked: Path | None = None
 
 
-class _DiffIdTee:
-    """Compressed chunks in through `write`; a helper thread decompresses them (bounded) and hashes
-    the result. At most `_DEPTH` chunks wait, so memory stays flat."""
+class _HashingReader:
+    def __init__(self, raw: Readable) -> None:
+        self._raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+
+class _LayerTee:
+    """Compressed layer chunks in through `write`; a helper thread decompresses them (bounded),
+    hashes the tar (the diff_id) and extracts it with the store's safe extractor into `target`, so
+    a hostile layer is refused here, before anything is published. At most `_DEPTH` chunks wait,
+    so memory stays flat."""
 
     _DEPTH = 8
 
-    def __init__(self, compression: str, limit: int, what: str) -> None:
+    def __init__(self, compression: str, limit: int, what: str, target: Path) -> None:
         self._q: queue.Queue[bytes | None] = queue.Queue(self._DEPTH)
         self._buf = b""
         self._eof = False
         self.error: BaseException | None = None
-        self.hash = hashlib.sha256()
-        self.size = 0
+        self.target = target
+        self._tar = _HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
         self._thread = threading.Thread(target=self._run, args=(compression, limit, what), daemon=True,
-                                        name="diff-id")
+                                        name="layer-tee")
         self._thread.start()
 
     def read(self, n: int = -1) -> bytes:  # the decompressor's source, on the helper thread
@@ -79,12 +97,15 @@ class _DiffIdTee:
 
     def _run(self, compression: str, limit: int, what: str) -> None:
         try:
-            d = BoundedDecompressor(self, compression, limit=limit, what=what)
-            while chunk := d.read(CHUNK):
-                self.hash.update(chunk)
-                self.size += len(chunk)
-            if self.read(1):
-                raise StoreError(f"{what}: data after the end of the {compression} stream")
+            tar = self._tar
+            self.target.mkdir()
+            os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
+            try:
+                extract_into(tar, self.target)
+            except StoreError as e:
+                raise type(e)(f"{what}: {e.message}", hint=e.hint) from None
+            while tar.read(CHUNK):  # what follows the end-of-archive blocks is part of the diff_id
+                pass
         except BaseException as e:  # noqa: BLE001 - handed to the writer thread in write/finish
             self.error = e
         finally:
@@ -102,12 +123,22 @@ class _DiffIdTee:
         self._thread.join()
         if self.error is not None:
             raise self.error
-        return "sha256:" + self.hash.hexdigest(), self.size
+        return "sha256:" + self._tar.hash.hexdigest(), self._tar.size
 
     def abort(self) -> None:
         if self._thread.is_alive():
             self._q.put(None)
             self._thread.join()
+
+
+def looks_like_layer(head: bytes) -> str | None:
+    """The compression of a blob whose first bytes look like a layer (gzip, zstd, or a tar)."""
+    kind = sniff(head[:8])
+    if kind in ("gzip", "zstd"):
+        return kind
+    if head[257:262] == b"ustar" or (len(head) >= 1024 and not head[:1024].strip(b"\0")):
+        return "none"
+    return None
 
 
 class Staging:
@@ -128,17 +159,18 @@ class Staging:
         remove_tree(self.dir, self.store.tmp)
 
     def stage(self, source: Readable | Iterable[bytes], *, what: str, size_hint: int = 0,
-              expected: str | None = None, expected_size: int | None = None) -> Staged:
-        """Write `source` (a reader, or an iterable of chunks) to a staged file; hash it, and when its
-        first bytes say gzip or zstd, decompress it on the side for the diff_id. With `expected`
-        (and `expected_size`) the content must be that blob, or DigestMismatch/SizeMismatch."""
+              expected: str | None = None, expected_size: int | None = None, layer: bool = True) -> Staged:
+        """Write `source` (a reader, or an iterable of chunks) to a staged file and hash it; when
+        `layer` and its first bytes look like a layer (gzip, zstd, tar), also decompress it (bounded)
+        and extract it (safely) on the side, for its diff_id and its unpacked directory. With
+        `expected` (and `expected_size`) the content must be that blob, or DigestMismatch/SizeMismatch."""
         with self._lock:
             self._n += 1
             path = self.dir / f"blob-{self._n}"
         chunks = _chunks(source)
         h = hasher_for(expected, what) if expected else hashlib.sha256()
         count = 0
-        tee: _DiffIdTee | None = None
+        tee: _LayerTee | None = None
         compression = "none"
         try:
             with open(path, "wb") as f:
@@ -146,12 +178,11 @@ class Staging:
                 for chunk in chunks:
                     if first:
                         first = False
-                        compression = sniff(chunk[:8])
-                        if compression in ("gzip", "zstd"):
+                        kind = looks_like_layer(chunk) if layer else None
+                        if kind is not None:
+                            compression = kind
                             limit = expansion_limit(max(size_hint, expected_size or 0, len(chunk)))
-                            tee = _DiffIdTee(compression, limit, what)
-                        elif compression != "none":
-                            compression = "none"  # bzip2/xz are not layer formats: a plain blob
+                            tee = _LayerTee(kind, limit, what, path.with_name(path.name + ".unpacked"))
                     count += len(chunk)
                     if expected_size is not None and count > expected_size:
                         raise SizeMismatch(what, expected=expected_size, got=f"more than {expected_size} bytes")
@@ -169,15 +200,13 @@ class Staging:
         except BaseException:
             if tee is not None:
                 tee.abort()
+                remove_tree(tee.target, self.store.tmp)
             path.unlink(missing_ok=True)
             raise
-        staged = Staged(path, digest, count, compression, diff_id, usize)
+        staged = Staged(path, digest, count, compression, diff_id, usize, tee.target if tee else None)
         with self._lock:
             self.blobs.setdefault(digest, staged)
         return staged
-
-    def stage_bytes(self, data: bytes, *, what: str, expected: str | None = None) -> Staged:
-        return self.stage([data], what=what, expected=expected, expected_size=len(data) if expected else None)
 
     def read(self, digest: str, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
         """A small staged blob's bytes (manifests, configs)."""
@@ -271,12 +300,29 @@ def commit_incoming(store: Store, staging: Staging, images: Sequence[Incoming], 
         for layer in layers:
             if layer.uncompressed_size or store.layers.known(layer.diff_id) is None:
                 store.layers.record(layer)
+            staged = staging.blobs.get(layer.digest)
+            if staged is not None and staged.unpacked is not None:
+                _adopt_unpacked(store, staged.unpacked, layer.diff_id)
         store.blobs.put(image.manifest, expected=image.manifest_digest)
         out.append(store.images.register(image.manifest_digest, instruction=instruction, message=message))
     for (image, _), stored in zip(checked, out, strict=True):
         for name in image.names:
             store.tags.set(name, stored.digest, message=instruction)
     return out
+
+
+def _adopt_unpacked(store: Store, unpacked: Path, diff_id: str) -> None:
+    """Publish a verified layer's extracted tree as `unpacked/<diff-hex>/` unless it is there."""
+    dest = store.layers.unpacked_path(diff_id)
+    if dest.exists() or not unpacked.is_dir():
+        return
+    try:
+        os.rename(unpacked, dest)
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        return
+    fsync_dir(dest.parent)
 
 
 def _chunks(source: Readable | Iterable[bytes]) -> Iterable[bytes]:
