@@ -11,7 +11,7 @@ import pytest
 
 from builder.contenthash import Hasher, StatCache, statcache_path
 from builder.context import SourceTree
-from tests.builder.helpers import ignoring, make_tree
+from tests.builder.trees import ignoring, make_tree
 
 LATER = 10_000_000_000  # a clock 10 s ahead: files look settled long before they were read
 

@@ -10,7 +10,7 @@ import pytest
 
 from builder.context import SourceError, SourceTree, clamp
 from pybuild.errors import NotFound
-from tests.builder.helpers import ignoring, make_tree
+from tests.builder.trees import ignoring, make_tree
 
 
 @pytest.mark.parametrize(

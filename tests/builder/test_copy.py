@@ -23,7 +23,7 @@ from builder.sources import CopySpec, SourceSpecError, apply_sources, digest_sou
 from builder.users import Identity
 from pybuild.errors import NotFound
 from tests.builder.conftest import BODY
-from tests.builder.helpers import ignoring, make_tree
+from tests.builder.trees import ignoring, make_tree
 
 pytestmark = pytest.mark.root  # ownership, devices and chroot-like checks need root
 
