@@ -23,8 +23,8 @@ from parser.flags import (
     Values,
     parse_flags,
 )
-from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest, trim_space
 from parser.expansions import syntax_error
+from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest, trim_space
 from parser.heredoc import HeredocError, Marker, parse_marker
 from parser.instructions import (
     INSTRUCTION_CLASSES,
@@ -55,7 +55,7 @@ from parser.instructions import (
     Workdir,
 )
 from parser.mounts import NETWORK_MODES, SECURITY_MODES, Device, MountError, MountSpec, check_choice
-from parser.nodes import Node, NodeTree, ParseWarning, chomp
+from parser.nodes import Node, NodeTree, chomp
 from parser.shell import expand_word
 from parser.signals import parse_signal
 from pybuild.errors import ParseError, ParseErrors
@@ -448,8 +448,9 @@ def parse_instruction(node: Node, file: str = "Buildfile", escape: str = "\\") -
     return _instruction(_Request(node, file, escape))
 
 
-def to_buildfile(tree: NodeTree, warnings: Callable[[Buildfile], tuple[ParseWarning, ...]] | None = None) -> Buildfile:
-    """Typed instructions grouped into stages; raises ParseErrors listing every error found."""
+def to_buildfile(tree: NodeTree) -> Buildfile:
+    """Typed instructions grouped into stages; raises ParseErrors listing every error found
+    (an ARG-only file too: BuildKit's build fails with "no stages to build")."""
     errors: list[ParseError] = []
     global_args: list[Arg] = []
     stages: list[tuple[From, list[Instruction]]] = []
@@ -472,9 +473,13 @@ def to_buildfile(tree: NodeTree, warnings: Callable[[Buildfile], tuple[ParseWarn
             errors.append(ParseError("no build stage in current context", file=tree.file, line=node.start_line,
                                      column=node.column,
                                      hint="only ARG may come before the first FROM"))
+    if not stages and not errors and tree.nodes:
+        node = tree.nodes[-1]
+        errors.append(ParseError("dockerfile contains no stages to build", file=tree.file, line=node.start_line,
+                                 column=node.column, hint="add a FROM instruction"))
     if errors:
         raise ParseErrors(errors)
-    result = Buildfile(
+    return Buildfile(
         file=tree.file,
         stages=tuple(Stage(index=i, name=f.name, base=f.image, platform=f.platform, from_=f, instructions=tuple(insts))
                      for i, (f, insts) in enumerate(stages)),
@@ -483,6 +488,3 @@ def to_buildfile(tree: NodeTree, warnings: Callable[[Buildfile], tuple[ParseWarn
         warnings=tree.warnings,
         nodes=tree,
     )
-    if warnings is not None:
-        result = dataclasses.replace(result, warnings=tree.warnings + warnings(result))
-    return result
