@@ -24,7 +24,12 @@ GRAMMAR = Path(__file__).with_name("buildfile.lark")
 
 
 def _private_cache_dir() -> Path | None:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative (which the XDG spec says to ignore)
+        home = os.path.expanduser("~")
+        if not os.path.isdir(home):  # never create a home directory
+            return None
+        base = os.path.join(home, ".cache")
     path = Path(base) / "pybuild"
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
