@@ -31,6 +31,7 @@ from parser.grammar import buildfile_grammar
 from pybuild.errors import ParseError
 
 _ASCII_BLANKS = re.compile("[\t\v\f\r ]+")  # BuildKit's reWhitespace
+_FLAG_SPECIALS = re.compile("[\"'\\\\]")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def _utf8(latin: str) -> str:
 
 def _decode_flag(word: str) -> str:
     """extractBuilderFlags' reading of one flag word: quotes removed, `\\` takes the next byte."""
+    if not _FLAG_SPECIALS.search(word):
+        return word
     out: list[str] = []
     quote = ""
     i, n = 0, len(word)
