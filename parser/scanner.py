@@ -38,6 +38,7 @@ from pybuild.errors import ParseError, ParseErrors
 MAX_LINE_BYTES = 65535  # bufio.Scanner's limit as BuildKit uses it (MaxScanTokenSize - 1)
 _DIRECTIVE = re.compile(r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*")
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 NO_EMPTY_CONTINUATION_URL = "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
 
 
@@ -108,13 +109,14 @@ def _decode(data: str | bytes, file: str, errors: list[ParseError]) -> list[str]
             bad_utf8 = True
     else:
         text = data
-        bad_utf8 = False
+        # text read with errors="surrogateescape" carries undecodable bytes as lone surrogates
+        bad_utf8 = _ESCAPED_BYTE.search(text) is not None
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the text ended with a newline
     has_nul = "\x00" in text
     for number, line in enumerate(lines, 1):
-        if bad_utf8 and (m := re.search("[\udc80-\udcff]", line)):
+        if bad_utf8 and (m := _ESCAPED_BYTE.search(line)):
             byte = ord(m.group()) - 0xDC00
             errors.append(ParseError(f"invalid UTF-8 (byte 0x{byte:02x})", file=file, line=number, column=m.start() + 1,
                                      hint="a Buildfile must be UTF-8 text"))

@@ -227,3 +227,8 @@ def test_check_directive_uses_the_first_word_like_buildkit() -> None:
     after_shebang = parser.parse_nodes("#!/bin/sh\n# check = skip=all\nFROM busybox\n")
     assert after_shebang.directives.check_config.skip_all
     assert not parser.parse_nodes("#!/bin/sh\n\n# check = skip=all\nFROM b\n").directives.check_config.skip_all
+
+
+def test_text_read_with_surrogateescape_reports_the_bad_bytes() -> None:
+    text = b"FROM a\nRUN \xff\n".decode("utf-8", "surrogateescape")
+    assert errors(text) == ["Buildfile:2:5: invalid UTF-8 (byte 0xff)"]
