@@ -222,6 +222,9 @@ class Layers:
         dest = self.layout.unpacked_layer(diff_id)
         if not dest.exists():
             try:
+                # The layer has no entry for its root; give it the mode an unpack gives it (a
+                # staging dir from mkdtemp is 0700, which would make the container's / private).
+                os.chmod(path, 0o755)
                 os.rename(path, dest)
                 fsync_dir(dest.parent)
                 return

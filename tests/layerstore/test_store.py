@@ -191,11 +191,13 @@ def test_fsck_reports_missing_parent_and_dangling_tag(store: Store, tmp_path: Pa
 
 def test_commit_of_identical_upper_stores_layer_once(store: Store, tmp_path: Path) -> None:
     a = make_tree(tmp_path / "u1", {"f": "same"})
+    a.chmod(0o700)  # as store.mkdtemp makes them
     b = make_tree(tmp_path / "u2", {"f": "same"})
     for p in (a / "f", b / "f", a, b):
         os.utime(p, (1000, 1000))
     la = store.layers.commit_upper(a)
     lb = store.layers.commit_upper(b)
     assert la == lb and not a.exists() and not b.exists()
+    assert store.layers.unpacked_path(la.diff_id).stat().st_mode & 0o777 == 0o755
     assert len(list(store.blobs.all())) == 1 and len(os.listdir(store.layout.unpacked)) == 1
     assert os.listdir(store.tmp) == []
