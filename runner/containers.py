@@ -15,17 +15,18 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from layerstore.locks import store_lock
 from pybuild.errors import NotFound, RuntimeError_
-from runner import capabilities, names, state, volumes
+from runner import capabilities, names, state
 from runner.cgroups import Limits
 from runner.entrypoint import container_argv
-from runner.image_lookup import ImageInfo, RunDefaults, quick_resolve
 from runner.mounts import remove_tree
 from runner.spec import DEFAULT_PATH, NETWORK_MODES, Mount, ProcessSpec, SandboxSpec
 from runner.state import ContainerState, RunConfig
+
+if TYPE_CHECKING:
+    from runner.image_lookup import ImageInfo
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
     name = names.check_name(opts.name) if opts.name else None
     if opts.workdir is not None and opts.workdir and not opts.workdir.startswith("/"):
         raise RuntimeError_(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
+    from layerstore.locks import store_lock
+    from runner import volumes
+
     specs = [volumes.parse_volume_spec(v) for v in opts.volumes]
     caps = capability_set(opts.cap_add, opts.cap_drop)
     created = state.now()
@@ -214,6 +218,8 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
 def _resolve_image(root: Path, name: str) -> ImageInfo:
     """The image `name` (the store lock held): the lean lookup when it can answer, else the layer
     store (which unpacks what is missing and reports what is wrong)."""
+    from runner.image_lookup import ImageInfo, RunDefaults, quick_resolve
+
     found = quick_resolve(root, name)
     if found is not None:
         return found
@@ -294,6 +300,8 @@ def remove(root: Path, cdir: Path, *, remove_volumes: bool) -> None:
     os.unlink(cdir / "state.json")  # first: a half-removed container is no longer listed
     remove_tree(cdir)
     if remove_volumes:
+        from runner import volumes
+
         for m in record.config.mounts:
             if m.kind == "volume" and m.name:
                 try:

@@ -57,8 +57,10 @@ def exec_in(
         if state.process_start_time(s.pid) != s.pid_start:
             raise RuntimeError_(f"container {s.short_id} is not running")
         if cgroup is not None:
+            # "tasks" on v1: see Cgroup.join (the new process is single-threaded)
+            name = "tasks" if cgroup.version == 1 else "cgroup.procs"
             for d in cgroup.dirs.values():
-                cgroup_procs.append(os.open(Path(d) / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+                cgroup_procs.append(os.open(Path(d) / name, os.O_WRONLY | os.O_CLOEXEC))
         for name, kind in _NAMESPACES:
             namespaces.setns(fds[name], kind)
             os.close(fds[name])

@@ -37,6 +37,7 @@ from runner.streams import Relay
 if TYPE_CHECKING:
     import socket
 
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
 
 
@@ -125,6 +126,27 @@ class Launched:
                     pass
         self.status_r = -1
         self.master = None
+
+
+def proxy_signals(launched: Launched) -> None:
+    """For a caller attached to a terminal: the signals it gets go to the container process
+    (docker's sig-proxy), and terminal resizes to the container's pty."""
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, lambda s, _f: launched.signal(s))
+    master = launched.master
+    if master is not None:
+        signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_winsize(master))
+
+
+def _copy_winsize(master: int) -> None:
+    from runner import terminal
+
+    size = terminal.get_winsize(0)
+    if size is not None:
+        try:
+            terminal.set_winsize(master, size)
+        except OSError:
+            pass
 
 
 def launch(

@@ -104,6 +104,11 @@ def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]
     _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", os.fspath(new_root))
 
 
+def socket_fd(family: int, kind: int) -> int:
+    """socket(2) as a bare descriptor (for one ioctl, without importing the socket module)."""
+    return _check(_libc.socket(family, kind, 0), "socket")
+
+
 def sethostname(name: str) -> None:
     """Set the host name of the calling process's UTS namespace."""
     data = name.encode()

@@ -11,7 +11,10 @@ is the one kernel call.
 from __future__ import annotations
 
 import fcntl
+import os
 import struct
+
+from runner import namespaces as ns
 
 # Docker's /etc/hosts for a container without a network (daemon/container_operations.go,
 # libnetwork/etchosts: the default entries).
@@ -24,6 +27,8 @@ _DEFAULT_HOSTS = (
     "ff02::2\tip6-allrouters\n"
 )
 
+AF_INET = 2
+SOCK_DGRAM = 2
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -56,9 +61,10 @@ def read_host_file(path: str) -> str | None:
 
 def bring_up_loopback() -> None:
     """Set IFF_UP on `lo` in the calling process's network namespace."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    fd = ns.socket_fd(AF_INET, SOCK_DGRAM)
+    try:
         req = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+        flags = struct.unpack("16sH22x", fcntl.ioctl(fd, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(fd, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    finally:
+        os.close(fd)

@@ -25,8 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.errors import RuntimeError_
-from runner import cgroups, initlayer, network
+
+# Everything the child uses is imported here, before any fork: a forked child of a threaded
+# caller must not need a lock another thread held at fork time.
+from runner import capabilities, cgroups, initlayer, network, process, rootfs, users
 from runner import namespaces as ns
+from runner.init import run_init
 from runner.launch import ChildContext, Launched, launch
 from runner.mounts import make_temp_dir, remove_tree
 from runner.rootfs import ALWAYS_NEEDED, RootfsPlan
@@ -157,9 +161,6 @@ class Sandbox:
 
 def _container_main(spec: SandboxSpec, plan: RootfsPlan, cgroup: cgroups.Cgroup, ctx: ChildContext) -> None:
     """PID 1 of the new PID namespace: everything between fork and execve."""
-    from runner import capabilities, process, rootfs, users
-    from runner.init import run_init
-
     process.reset_signals()
     ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setsid()

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from layerstore.atomic import atomic_write
 from runner.cgroups import Cgroup, Limits
 from runner.spec import Mount
 
@@ -151,6 +150,8 @@ def load(cdir: Path) -> ContainerState:
 
 
 def save(cdir: Path, state: ContainerState) -> None:
+    from layerstore.atomic import atomic_write  # here: `ps` and `exec` never write
+
     atomic_write(state_path(cdir), json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode())
 
 

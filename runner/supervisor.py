@@ -20,12 +20,11 @@ from pathlib import Path
 
 from pybuild.errors import PybuildError, RuntimeError_
 from runner import containers, logfile, state
+from runner.launch import proxy_signals
 from runner.process import close_fds
 from runner.sandbox import Sandbox
 from runner.spec import ExitStatus
 from runner.streams import Relay, writer_to
-
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
         if ready is not None:
             ready()
         if attach.terminal:
-            proxy_signals(launched.signal, launched.master)
+            proxy_signals(launched)
         with _raw_mode(0) if (attach.terminal and c.tty and c.open_stdin) else nullcontext():
             status = sandbox.wait(relay)
     except RuntimeError_ as e:
@@ -161,30 +160,10 @@ def _record_exit(cdir: Path, status: ExitStatus, *, error: str = "") -> None:
         pass  # removed meanwhile (rm -f)
 
 
-def proxy_signals(send: Callable[[int], None], master: int | None) -> None:
-    """Foreground: signals the CLI gets go to the container's PID 1 (docker run's sig-proxy);
-    a terminal resize is passed to the container's pty."""
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, lambda s, _f: send(s))
-    if master is not None:
-        signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_winsize(master))
-
-
 def _raw_mode(fd: int) -> AbstractContextManager[None]:
     from runner import terminal
 
     return terminal.raw_mode(fd)
-
-
-def _copy_winsize(master: int) -> None:
-    from runner import terminal
-
-    size = terminal.get_winsize(0)
-    if size is not None:
-        try:
-            terminal.set_winsize(master, size)
-        except OSError:
-            pass
 
 
 # -- detached ----------------------------------------------------------------------------------

@@ -62,37 +62,37 @@ def _int_or_none(text: str) -> int | None:
     return value if text.strip() == text and not text.startswith("+") else None
 
 
-def parse_passwd(text: str) -> list[PasswdEntry]:
-    """Entries of an /etc/passwd file; malformed and comment lines are skipped, as libc does."""
-    entries = []
+def _colon_records(text: str, min_fields: int) -> list[list[str]]:
+    """The colon-separated fields of each line; comments, blank and short lines skipped, as libc
+    skips malformed entries."""
+    out = []
     for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 4:
-            continue
+        if line and not line.startswith("#"):
+            fields = line.split(":")
+            if len(fields) >= min_fields:
+                out.append(fields)
+    return out
+
+
+def parse_passwd(text: str) -> list[PasswdEntry]:
+    """Entries of an /etc/passwd file (entries with non-numeric ids skipped)."""
+    entries = []
+    for fields in _colon_records(text, 4):
         uid, gid = _int_or_none(fields[2]), _int_or_none(fields[3])
-        if uid is None or gid is None:
-            continue
-        home = fields[5] if len(fields) > 5 and fields[5] else "/"
-        entries.append(PasswdEntry(fields[0], uid, gid, home))
+        if uid is not None and gid is not None:
+            home = fields[5] if len(fields) > 5 and fields[5] else "/"
+            entries.append(PasswdEntry(fields[0], uid, gid, home))
     return entries
 
 
 def parse_group(text: str) -> list[GroupEntry]:
-    """Entries of an /etc/group file; malformed and comment lines are skipped."""
+    """Entries of an /etc/group file (entries with a non-numeric gid skipped)."""
     entries = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 3:
-            continue
+    for fields in _colon_records(text, 3):
         gid = _int_or_none(fields[2])
-        if gid is None:
-            continue
-        members = tuple(m for m in fields[3].split(",") if m) if len(fields) > 3 else ()
-        entries.append(GroupEntry(fields[0], gid, members))
+        if gid is not None:
+            members = tuple(m for m in fields[3].split(",") if m) if len(fields) > 3 else ()
+            entries.append(GroupEntry(fields[0], gid, members))
     return entries
 
 

@@ -73,7 +73,11 @@ def _env_from_files(files: Sequence[str]) -> list[str]:
     """`--env-file` lines: K=V or K (taken from the caller); blank lines and # comments skipped."""
     out = []
     for name in files:
-        for line in Path(name).read_text().splitlines():
+        try:
+            text = Path(name).read_text()
+        except OSError as e:
+            raise PybuildError(f"--env-file {name}: {e.strerror}") from None
+        for line in text.splitlines():
             line = line.lstrip()
             if not line or line.startswith("#"):
                 continue
@@ -351,7 +355,8 @@ def exec_(g: Globals, interactive: bool, tty: bool, env: tuple[str, ...], user: 
     """Run COMMAND in a running container; exits with its status."""
     from contextlib import nullcontext
 
-    from runner import containers, enter, supervisor, terminal
+    from runner import containers, enter, terminal
+    from runner.launch import proxy_signals
     from runner.spec import ProcessSpec
     from runner.streams import Relay, writer_to
 
@@ -380,7 +385,7 @@ def exec_(g: Globals, interactive: bool, tty: bool, env: tuple[str, ...], user: 
         relay.add_source(launched.master, writer_to(1))
         if interactive:
             relay.add_forward(0, launched.master)
-    supervisor.proxy_signals(launched.signal, launched.master)
+    proxy_signals(launched)
     with terminal.raw_mode(0) if (tty and interactive) else nullcontext():
         status = launched.wait(relay)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
