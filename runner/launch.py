@@ -202,6 +202,9 @@ def launch(
 
             launched.master = terminal.receive_fd(parent_sock)
         failure = read_failure(err_r)
+    except BaseException:
+        launched.abort()  # nothing may outlive a failed launch
+        raise
     finally:
         os.close(err_r)
         if parent_sock is not None:

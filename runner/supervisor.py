@@ -93,6 +93,8 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
             ready()
         if attach.terminal:
             proxy_signals(launched)
+        else:  # a detached supervisor asked to end passes that on, and still records the exit
+            signal.signal(signal.SIGTERM, lambda _s, _f: launched.signal(signal.SIGTERM))
         with _raw_mode(0) if (attach.terminal and c.tty and c.open_stdin) else nullcontext():
             status = sandbox.wait(relay)
     except RuntimeError_ as e:

@@ -337,7 +337,6 @@ def test_isolation_process_hostname_network_mounts_ipc(pbs: Pybuild, tmp_path: P
 
 @pytest.mark.slow
 def test_fifty_runs_leave_nothing_behind(pbs: Pybuild, store: Path) -> None:
-    mounts_before = open("/proc/self/mountinfo").read().count("\n")
     cgroups_before = set(our_cgroups())
     for i in range(50):
         if i % 2:
@@ -345,7 +344,8 @@ def test_fifty_runs_leave_nothing_behind(pbs: Pybuild, store: Path) -> None:
         else:
             pbs("run", "--name", f"n{i}", "-v", "/anon", "busybox", "sh", "-c", "echo x > /anon/f; echo y > /f")
             pbs("rm", "-v", f"n{i}")
-    assert open("/proc/self/mountinfo").read().count("\n") == mounts_before
+    # (other work on this machine may mount and unmount meanwhile: look for ours only)
+    assert str(store) not in open("/proc/self/mountinfo").read()
     assert set(our_cgroups()) == cgroups_before
     assert processes_of(store) == []
     assert list((store / "containers").glob("*/")) == []
