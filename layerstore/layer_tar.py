@@ -43,7 +43,7 @@ OPAQUE_XATTRS = (b"trusted.overlay.opaque", b"user.overlay.opaque")
 READ_SIZE = 1 << 20
 _BUFFER = 1 << 20
 
-Sink = Callable[[bytes | bytearray | memoryview], object]
+Sink = Callable[[bytes], object]
 
 
 class WhiteoutNameError(StoreError):
@@ -134,7 +134,7 @@ class _BufferedSink:
         self._sink = sink
         self._buf = bytearray()
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes) -> None:
         if len(data) >= _BUFFER:
             self.flush()
             self._sink(data)
@@ -150,15 +150,14 @@ class _BufferedSink:
 
 
 def write_tree(root: str | os.PathLike[str], sink: Sink, *, source_date_epoch: int | None = None) -> int:
-    """Write the layer tar of the tree at `root` to `sink` (called with successive chunks, which it
-    must consume before returning) and return the number of entries.
+    """Write the layer tar of the tree at `root` to `sink` (called with successive `bytes` chunks of
+    up to about a megabyte, which it may keep) and return the number of entries.
 
     Raises WhiteoutNameError for a real `.wh.*` file, StoreError if a file shrinks while read.
     """
     root_b = os.fsencode(root)
     out = _BufferedSink(sink)
     first_path: dict[tuple[int, int], bytes] = {}
-    chunk = bytearray(READ_SIZE)
     count = 0
     for node in walk(root_b):
         st = node.st
@@ -197,7 +196,7 @@ def write_tree(root: str | os.PathLike[str], sink: Sink, *, source_date_epoch: i
         )
         count += 1
         if kind == REGULAR:
-            _copy_contents(full, size, encode_header(entry), out, chunk)
+            _copy_contents(full, size, encode_header(entry), out)
             continue
         out.write(encode_header(entry))
         if kind == DIRECTORY and _is_opaque(full):
@@ -218,7 +217,7 @@ def _kind(mode: int) -> bytes:
     return _KINDS[stat.S_IFMT(mode)]
 
 
-def _copy_contents(path: bytes, size: int, header: bytes, out: _BufferedSink, chunk: bytearray) -> None:
+def _copy_contents(path: bytes, size: int, header: bytes, out: _BufferedSink) -> None:
     """Header, contents and padding of a regular file (small files in one write)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -232,14 +231,14 @@ def _copy_contents(path: bytes, size: int, header: bytes, out: _BufferedSink, ch
             out.write(header + data + b"\0" * padding(size))
             return
         out.write(header)
-        view = memoryview(chunk)
         left = size
         while left:
-            n = os.readv(fd, [view[: min(left, READ_SIZE)]])
-            if n == 0:
+            # a fresh bytes object per read: the sink may hand it to another thread without copying
+            data = os.read(fd, min(left, READ_SIZE))
+            if not data:
                 raise StoreError(f"{show_name(path)}: file shrank while it was being read")
-            out.write(view[:n])
-            left -= n
+            out.write(data)
+            left -= len(data)
         out.write(b"\0" * padding(size))
     finally:
         os.close(fd)

@@ -103,7 +103,7 @@ class _LayerSink:
         self.size = 0
 
     def __call__(self, data: bytes | bytearray | memoryview) -> None:
-        chunk = data if isinstance(data, bytes) else bytes(data)  # the caller reuses its buffer
+        chunk = data if isinstance(data, bytes) else bytes(data)  # write_tree gives bytes: no copy
         self.size += len(chunk)
         self._pending.append(self._hasher.submit(self.hash.update, chunk))
         self._emit(self._compressor.compress(chunk))
