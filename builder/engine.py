@@ -69,6 +69,7 @@ class BuildOptions:
     secrets: Mapping[str, Secret] = field(default_factory=dict)
     squash: bool = False
     explain_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()  # stages (names or indexes) to build without the cache
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -211,6 +212,7 @@ class Builder:
         return state
 
     def _from(self, sp: StagePlan) -> StageState:
+        self._check_platform(sp)
         base: Base = sp.base
         label = self._label(sp)
         total = _stage_total(sp)
@@ -234,6 +236,21 @@ class Builder:
         sc = StageConfig(config, Scope()).with_scope(Scope.from_image_env(config.env or ()))
         sc = replace(sc, author=image.config.author)
         return StageState(sp.stage.index, label, total, image, image.digest, image.digest, sc, origin=image)
+
+    def _check_platform(self, sp: StagePlan) -> None:
+        """FROM --platform may only name the platform pybuild builds for (F50)."""
+        if not sp.stage.platform:
+            return
+        assert self.buildfile is not None
+        wanted = expander(
+            StageConfig(ContainerConfig(), Scope(env=tuple(self.meta.env().items()))), sp.stage.from_, self.buildfile.escape
+        ).word(sp.stage.platform)
+        here = platform_args()["TARGETPLATFORM"]
+        if wanted.split("/")[:2] != here.split("/")[:2]:
+            raise BuildError(
+                f"FROM --platform={wanted}: pybuild builds only for this machine's platform ({here})",
+                location=str(sp.stage.location),
+            )
 
     def _base_image(self, ref: str, where: str) -> Image:
         try:
@@ -288,8 +305,17 @@ class Builder:
             return self._layer_step(state, state.sc, prepared, shown, pos)
         raise BuildError(f"{instruction.keyword} cannot be used here", location=str(instruction.location))
 
-    def _lookup(self, key: str) -> str | None:
-        return None if self.options.no_cache else self.store.cache.get(key)
+    def _lookup(self, key: str, state: StageState | None = None) -> str | None:
+        return None if self._no_cache(state) else self.store.cache.get(key)
+
+    def _no_cache(self, state: StageState | None) -> bool:
+        if self.options.no_cache:
+            return True
+        if state is None or not self.options.no_cache_filter:
+            return False
+        assert self.buildfile is not None
+        stage = self.buildfile.stages[state.index]
+        return any(self.buildfile.stage(f) is stage for f in self.options.no_cache_filter)
 
     def _created(self) -> str:
         return rfc3339(self.epoch) if self.epoch is not None else rfc3339()
@@ -304,7 +330,7 @@ class Builder:
     def _layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, shown: str, pos: str) -> StageState:
         key = prepared.inputs.key()
         self.current[pos] = prepared.inputs
-        hit = self._lookup(key)
+        hit = self._lookup(key, state)
         cached = self._cached_layer(hit) if hit is not None else None
         if cached is not None:
             layer, entry = cached
@@ -333,7 +359,7 @@ class Builder:
         return image.layers[-1], entries[-1]
 
     def _run_layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, key: str, shown: str, pos: str) -> tuple[Layer, HistoryEntry]:
-        reasons = ["--no-cache"] if self.options.no_cache else explain(self.previous.get(pos), prepared.inputs)
+        reasons = ["--no-cache"] if self._no_cache(state) else explain(self.previous.get(pos), prepared.inputs)
         step = self._start(shown, reasons)
         self.env.on_output = lambda stream, data: self.progress.output(step, stream, data)
         try:
@@ -369,7 +395,7 @@ class Builder:
         key = state.image_key
         if state.base is not None and not state.history and not state.layers:
             return state.base  # `FROM image` and nothing else: that image
-        hit = self._lookup(_key_hex(key))
+        hit = self._lookup(_key_hex(key), state)
         if hit is not None:
             try:
                 return self.env.image(hit)

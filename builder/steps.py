@@ -139,6 +139,10 @@ def run_argv(run: Run, sc: StageConfig) -> tuple[tuple[str, ...], str | None, st
 def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_key: str, below: Layers, stage_keys: SourceOf) -> Prepared:
     """RUN: argv in SHELL (shell form) or as is, env = ENV + declared ARGs, user, workdir,
     network and mounts in the key; executed in the runner's sandbox."""
+    if run.security != "sandbox":
+        raise BuildError("RUN --security=insecure is not supported: steps always run sandboxed", location=x.where)
+    if run.devices:
+        raise BuildError("RUN --device is not supported", location=x.where)
     argv, pipe_name, pipe_body = run_argv(run, sc)
     workdir = sc.workdir
     options = resolve_mounts(run.mounts, x.word, workdir, x.where)

@@ -79,6 +79,7 @@ def _report_failure(err: BuildError, text: str) -> None:
 @click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]", help="Set a build argument; KEY alone takes it from the environment (repeatable).")
 @click.option("--target", metavar="STAGE", help="Build up to this stage (and only the stages it needs).")
 @click.option("--no-cache", is_flag=True, help="Run every step; the results still fill the cache.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE", help="Run every step of this stage without the cache (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Add a label to the image (repeatable).")
 @click.option("--iidfile", type=click.Path(dir_okay=False, path_type=Path), help="Write the image ID to this file.")
 @click.option("--network", type=click.Choice(["default", "none", "host"]), default="default", show_default=True, help="Network for RUN steps that do not set --network (default: the host's).")
@@ -96,6 +97,7 @@ def build(
     build_args: tuple[str, ...],
     target: str | None,
     no_cache: bool,
+    no_cache_filter: tuple[str, ...],
     labels: tuple[str, ...],
     iidfile: Path | None,
     network: str,
@@ -145,6 +147,7 @@ def build(
         build_args=parse_build_args(build_args),
         target=target,
         no_cache=no_cache,
+        no_cache_filter=no_cache_filter,
         labels=label_map,
         network=network,
         secrets={s.id: s for s in map(parse_secret, secrets)},
