@@ -140,8 +140,8 @@ def merge_env(image_env: Sequence[str], given: Sequence[str], caller_env: dict[s
 def capability_set(add: Sequence[str], drop: Sequence[str]) -> tuple[str, ...]:
     """Docker's default set with `--cap-add`/`--cap-drop` applied (ALL allowed in either). Pure."""
     every = list(capabilities.CAPABILITY_NUMBERS)
-    norm = lambda c: c.upper().removeprefix("CAP_")  # noqa: E731
-    add_n, drop_n = [norm(c) for c in add], [norm(c) for c in drop]
+    add_n = [c.upper().removeprefix("CAP_") for c in add]
+    drop_n = [c.upper().removeprefix("CAP_") for c in drop]
     for c in add_n + drop_n:
         if c != "ALL" and c not in capabilities.CAPABILITY_NUMBERS:
             raise RuntimeError_(f"unknown capability: {c!r}")

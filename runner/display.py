@@ -68,7 +68,7 @@ def go_quote(text: str) -> str:
 
 
 def ps_rows(states: Sequence[ContainerState], now: float, *, no_trunc: bool = False) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for s in states:
         command = command_string(s.config.argv)
         rows.append(

@@ -64,11 +64,11 @@ def union_lstat(layers: list[Path], parts: list[str]) -> tuple[os.stat_result, P
                 hidden_below = True
         if present:
             try:
-                st = os.lstat(os.path.join(layer, *parts))
+                entry: os.stat_result | None = os.lstat(os.path.join(layer, *parts))
             except (FileNotFoundError, NotADirectoryError):
-                st = None
-            if st is not None:
-                return None if _is_whiteout(st) else (st, layer)
+                entry = None
+            if entry is not None:
+                return None if _is_whiteout(entry) else (entry, layer)
         if hidden_below:
             return None
     return None

@@ -78,10 +78,11 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
 
             winsize = terminal.get_winsize(0)
         cgroup = sandbox.cgroup.to_json()
-        launched = sandbox.start(
-            stdin=stdin, stdout=stdout, stderr=stderr, winsize=winsize,
-            on_pid=lambda pid: state.update(cdir, cgroup=cgroup, **_running_fields(pid)),
-        )
+
+        def record_running(pid: int) -> None:  # overlaps the container's own setup
+            state.update(cdir, cgroup=cgroup, **_running_fields(pid))
+
+        launched = sandbox.start(stdin=stdin, stdout=stdout, stderr=stderr, winsize=winsize, on_pid=record_running)
         for fd in child_ends:
             os.close(fd)
             opened.remove(fd)

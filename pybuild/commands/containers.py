@@ -64,8 +64,8 @@ def _for_each(refs: Sequence[str], action: Callable[[str], None]) -> None:
         except PybuildError as e:
             failed.append(_as_command_error(e))
     if failed:
-        for e in failed[:-1]:
-            click.echo(f"error: {e}", err=True)
+        for earlier in failed[:-1]:
+            click.echo(f"error: {earlier}", err=True)
         raise failed[-1]
 
 
@@ -112,7 +112,7 @@ def _env_from_files(files: Sequence[str]) -> list[str]:
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def run(g: Globals, **kw: Any) -> int:
+def run(g: Globals, /, **kw: Any) -> int:
     """Run COMMAND (or the image's ENTRYPOINT/CMD) in a new container of IMAGE."""
     from runner import containers, supervisor
     from runner.cgroups import Limits
@@ -433,7 +433,7 @@ def apply_changes(config: ContainerConfig, changes: Sequence[str]) -> ContainerC
         words = [expand_word(a, env) for a in line.args] if keyword not in ("cmd", "entrypoint", "onbuild") else list(line.args)
         if keyword in ("cmd", "entrypoint"):
             argv = tuple(line.args) if line.json else (*(config.shell or ("/bin/sh", "-c")), line.args[0])
-            config = replace(config, **{keyword: argv})
+            config = replace(config, cmd=argv) if keyword == "cmd" else replace(config, entrypoint=argv)
         elif keyword == "env":
             config = config.with_env(**{words[i]: words[i + 1] for i in range(0, len(words), 3)})
         elif keyword == "label":
