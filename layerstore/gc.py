@@ -15,7 +15,6 @@ is an orphan of a dead process (its owner's shared lock is gone) and is removed.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from layerstore.digests import is_digest, is_hex
 from layerstore.layers import remove_tree
+from layerstore.locks import is_stale
 from layerstore.store import Store
 from pybuild.errors import PybuildError
 
@@ -170,7 +170,7 @@ def collect(store: Store, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, prune
     sweep(layout.unpacked, digest_in(live.diff_ids), "unpacked", "unpacked layer ")
     sweep(layout.tmp, lambda name: False, "tmp_entries", "temp ")
     for lock in _lock_files(layout.root):
-        if old(lock) and _unheld(lock):
+        if old(lock) and is_stale(lock, min_age=0):
             freed.items.append(f"stale lock {lock.relative_to(layout.root)}")
             if not dry_run:
                 lock.unlink(missing_ok=True)
@@ -186,19 +186,3 @@ def _lock_files(root: Path) -> list[Path]:
         for dirpath, _dirs, files in os.walk(root / top):
             found += [Path(dirpath, f) for f in files if f.endswith(".lock")]
     return sorted(found)
-
-
-def _unheld(lock: Path) -> bool:
-    """No process holds the lock file's flock (its owner flocks it while it works)."""
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-

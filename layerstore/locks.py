@@ -163,6 +163,27 @@ def _acquire_lock_file(lock: Path, deadline: float, ref: Path) -> int:
         return fd
 
 
+def is_stale(lock: Path, *, min_age: float = STALE_AFTER_SECONDS) -> bool:
+    """True if `lock` exists, no process holds its flock, and it is older than `min_age` seconds
+    (a live owner flocks its lock file microseconds after creating it)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        return _unheld_and_old(fd, min_age)
+    finally:
+        os.close(fd)
+
+
+def _unheld_and_old(fd: int, min_age: float) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # a live owner holds it
+    return time.time() - os.fstat(fd).st_mtime >= min_age
+
+
 def _break_if_stale(lock: Path) -> bool:
     """Remove `lock` if its owner is gone; True if it was removed (or vanished meanwhile)."""
     try:
@@ -170,15 +191,10 @@ def _break_if_stale(lock: Path) -> bool:
     except FileNotFoundError:
         return True
     try:
+        if not _unheld_and_old(fd, STALE_AFTER_SECONDS):
+            return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a live owner holds it
-        st = os.fstat(fd)
-        if time.time() - st.st_mtime < STALE_AFTER_SECONDS:
-            return False  # just created; its owner may not have flocked it yet
-        try:
-            if os.stat(lock).st_ino != st.st_ino:
+            if os.stat(lock).st_ino != os.fstat(fd).st_ino:
                 return True  # replaced meanwhile; look again
             os.unlink(lock)
         except FileNotFoundError:
