@@ -56,7 +56,7 @@ class ChildContext:
         """Install stdio: a pty opened in the current root (master sent to the caller), or the
         given descriptors."""
         if self.pty_sock is not None:
-            from runner import terminal
+            from runner import terminal  # already imported by `launch`, before the fork
 
             master, slave, path = terminal.open_container_pty(self.winsize)
             terminal.send_fd(self.pty_sock, master)
@@ -171,6 +171,8 @@ def launch(
     child_sock: socket.socket | None = None
     if tty:
         import socket
+
+        from runner import terminal  # noqa: F401 - imported here: the child can no longer after pivot_root
 
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     caller = os.getpid()

@@ -118,7 +118,7 @@ def run(g: Globals, /, **kw: Any) -> int:
     from runner.cgroups import Limits
 
     try:
-        if kw["tty"] and kw["interactive"] and not os.isatty(0):
+        if kw["tty"] and kw["interactive"] and not kw["detach"] and not os.isatty(0):
             raise RuntimeError_("the input device is not a TTY", hint="drop -t, or run from a terminal")
         memory = None
         if kw["memory"]:

@@ -386,3 +386,11 @@ def test_image_volumes_get_anonymous_volumes_and_limits_reach_the_cgroup(pbs: Py
         assert Path(cg.dirs["memory"], "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
     pbs("rm", "-f", "-v", "lim")
     assert pbs("volume", "ls", "-q").stdout == ""
+
+
+def test_detached_tty_container_keeps_running_with_its_pty(pbs: Pybuild) -> None:
+    pbs("run", "-d", "-it", "--name", "dit", "busybox", "sh")  # stdin here is not a terminal: fine with -d
+    wait_for(lambda: "# " in pbs("logs", "dit").stdout, what="the shell prompt in the log")
+    assert status_of(pbs, "dit")["Running"] is True
+    assert pbs("exec", "dit", "cat", "/proc/1/cmdline").stdout == "sh\0"
+    pbs("rm", "-f", "dit")
