@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,7 +39,6 @@ from builder.imageconfig import HISTORY_COMMENT, METADATA, StageConfig, apply_me
 from builder.plan import Base, Plan, StagePlan, plan_build, stage_ref
 from builder.progress import Reporter, Step
 from builder.runmounts import Secret
-from builder.squash import squash_image
 from builder.steps import BuildEnv, Prepared, discard, prepare_copy, prepare_run, prepare_workdir
 from layerstore.atomic import atomic_write
 from layerstore.images import Image, rfc3339
@@ -73,6 +72,26 @@ class BuildOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
+@dataclass
+class StepLayer:
+    """A layer a step added: known, or still inside the cached step image `digest` (read only
+    when needed: a fully cached rebuild never needs it)."""
+
+    digest: str | None
+    layer: Layer | None = None
+    entry: HistoryEntry | None = None
+
+    def resolve(self, env: BuildEnv) -> tuple[Layer, HistoryEntry]:
+        if self.layer is None or self.entry is None:
+            assert self.digest is not None
+            image = env.image(self.digest)
+            entries = [h for h in image.history if not h.empty_layer]
+            if not image.layers or not entries:
+                raise BuildError(f"cached step image {self.digest} has no layer; remove it with 'pybuild gc --prune-cache'")
+            self.layer, self.entry = image.layers[-1], entries[-1]
+        return self.layer, self.entry
+
+
 @dataclass(frozen=True)
 class StageState:
     """Where a stage is: its base image, the layers and history entries it added, the two key
@@ -85,15 +104,17 @@ class StageState:
     fs_key: str
     image_key: str
     sc: StageConfig
-    layers: tuple[Layer, ...] = ()
-    history: tuple[HistoryEntry, ...] = ()
+    layers: tuple[StepLayer, ...] = ()
+    history: tuple[HistoryEntry | StepLayer, ...] = ()  # a StepLayer stands for its own entry
     position: int = 1
     origin: Image | None = None  # the image the chain of stages started from (for --squash)
 
-    @property
-    def below(self) -> tuple[Layer, ...]:
+    def below(self, env: BuildEnv) -> tuple[Layer, ...]:
         """Every layer under the next step, bottom first."""
-        return (self.base.layers if self.base else ()) + self.layers
+        return (self.base.layers if self.base else ()) + tuple(s.resolve(env)[0] for s in self.layers)
+
+    def entries(self, env: BuildEnv) -> list[HistoryEntry]:
+        return [h.resolve(env)[1] if isinstance(h, StepLayer) else h for h in self.history]
 
 
 def _stage_total(plan: StagePlan) -> int:
@@ -160,6 +181,8 @@ class Builder:
             image = self._stage_image(final)
             if opts.squash:
                 step = self._start("[squash] merging this build's layers into one")
+                from builder.squash import squash_image
+
                 origin = final.origin
                 image = squash_image(self.store, image, origin.digest if origin else None, epoch=epoch)
                 self.progress.done(step)
@@ -170,7 +193,8 @@ class Builder:
         step = self._start("exporting to image")
         self.progress.info(f"#{step.number} writing image {image.id} done")
         for tag in opts.tags:
-            self.store.tag(image, tag, message=f"build {opts.buildfile_name}")
+            if self.store.tags.get(tag) != image.digest:
+                self.store.tag(image, tag, message=f"build {opts.buildfile_name}")
             self.progress.info(f"#{step.number} naming to {tag} done")
         self.progress.done(step)
         return image
@@ -266,15 +290,15 @@ class Builder:
             hint=f"get it with 'pybuild pull {ref}', 'pybuild load -i FILE', or 'pybuild bootstrap busybox'",
         )
 
-    def _source(self, state: StageState, name: str) -> tuple[str, tuple[Layer, ...]]:
+    def _source(self, state: StageState, name: str) -> tuple[str, Callable[[], tuple[Layer, ...]]]:
         """What `COPY --from`/`--mount from=` names: (its key, its layers) for a stage or image."""
         assert self.buildfile is not None
         index = stage_ref(self.buildfile, name, state.index)
         if index is not None:
             prior = self.results[index]
-            return prior.fs_key, prior.below
+            return prior.fs_key, lambda: prior.below(self.env)
         image = self._base_image(name, "")
-        return image.digest, image.layers
+        return image.digest, lambda: image.layers
 
     # ------------------------------------------------------------------------------ steps
 
@@ -292,16 +316,16 @@ class Builder:
             state = replace(state, position=state.position + 1)
             if sc.workdir == "/":
                 return self._config_step(state, sc, created_by)
-            prepared = prepare_workdir(self.env, sc, sc.workdir, x.where, state.fs_key, state.below)
+            prepared = prepare_workdir(self.env, sc, sc.workdir, x.where, state.fs_key, lambda: state.below(self.env))
             return self._layer_step(state, sc, prepared, self._display(state, created_by), pos)
         state = replace(state, position=state.position + 1)
         shown = self._display(state, (("ONBUILD " if onbuild else "") + instruction.original.strip())[:200])
         source_of = lambda name: self._source(state, name)  # noqa: E731
         if isinstance(instruction, Run):
-            prepared = prepare_run(self.env, instruction, state.sc, x, state.fs_key, state.below, source_of)
+            prepared = prepare_run(self.env, instruction, state.sc, x, state.fs_key, lambda: state.below(self.env), source_of)
             return self._layer_step(state, state.sc, prepared, shown, pos)
         if isinstance(instruction, (Copy, Add)):
-            prepared = prepare_copy(self.env, instruction, state.sc, x, state.fs_key, state.below, source_of)
+            prepared = prepare_copy(self.env, instruction, state.sc, x, state.fs_key, lambda: state.below(self.env), source_of)
             return self._layer_step(state, state.sc, prepared, shown, pos)
         raise BuildError(f"{instruction.keyword} cannot be used here", location=str(instruction.location))
 
@@ -331,34 +355,22 @@ class Builder:
         key = prepared.inputs.key()
         self.current[pos] = prepared.inputs
         hit = self._lookup(key, state)
-        cached = self._cached_layer(hit) if hit is not None else None
-        if cached is not None:
-            layer, entry = cached
+        if hit is not None:
+            step_layer = StepLayer(hit)
             self.counter += 1
             self.progress.cached(Step(self.counter, shown))
         else:
-            layer, entry = self._run_layer_step(state, sc, prepared, key, shown, pos)
+            step_layer = self._run_layer_step(state, sc, prepared, key, shown, pos)
         return replace(
             state,
             sc=sc,
             fs_key=key,
             image_key=_chain(state.image_key, "layer", key, None),
-            layers=state.layers + (layer,),
-            history=state.history + (entry,),
+            layers=state.layers + (step_layer,),
+            history=state.history + (step_layer,),
         )
 
-    def _cached_layer(self, digest: str) -> tuple[Layer, HistoryEntry] | None:
-        """The layer a cached step image adds, and its history entry (None if unusable)."""
-        try:
-            image = self.env.image(digest)
-        except PybuildError:
-            return None
-        entries = [h for h in image.history if not h.empty_layer]
-        if not image.layers or not entries:
-            return None
-        return image.layers[-1], entries[-1]
-
-    def _run_layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, key: str, shown: str, pos: str) -> tuple[Layer, HistoryEntry]:
+    def _run_layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, key: str, shown: str, pos: str) -> StepLayer:
         reasons = ["--no-cache"] if self._no_cache(state) else explain(self.previous.get(pos), prepared.inputs)
         step = self._start(shown, reasons)
         self.env.on_output = lambda stream, data: self.progress.output(step, stream, data)
@@ -373,9 +385,9 @@ class Builder:
             # The step's own image: what a later build finds under `key` (layer and entry).
             image = self.store.write_image(
                 parent=state.base,
-                layers=list(state.layers) + [layer],
+                layers=[s.resolve(self.env)[0] for s in state.layers] + [layer],
                 config=sc.config,
-                history=list(state.history) + [entry],
+                history=state.entries(self.env) + [entry],
                 created=entry.created,
                 instruction=prepared.created_by,
                 cache_key=key,
@@ -388,7 +400,7 @@ class Builder:
         self.store.cache.put(key, image.digest)
         self.env.images[image.digest] = image
         self.progress.done(step)
-        return layer, entry
+        return StepLayer(image.digest, layer, entry)
 
     def _stage_image(self, state: StageState) -> Image:
         """The image a stage ends with: found under its image key, else written (and cached)."""
@@ -401,10 +413,10 @@ class Builder:
                 return self.env.image(hit)
             except PybuildError:
                 pass
-        history = list(state.history) or [HistoryEntry(created_by="FROM scratch", created=self._created(), empty_layer=True)]
+        history = state.entries(self.env) or [HistoryEntry(created_by="FROM scratch", created=self._created(), empty_layer=True)]
         image = self.store.write_image(
             parent=state.base,
-            layers=list(state.layers),
+            layers=[s.resolve(self.env)[0] for s in state.layers],
             config=state.sc.config,
             history=history,
             created=history[-1].created,

@@ -16,9 +16,7 @@ import email.utils
 import hashlib
 import os
 import posixpath
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +83,9 @@ class Download:
 def fetch(url: str, directory: Path, *, checksum: str | None = None, timeout: float = 60.0) -> Download:
     """Download `url` into `directory/<name>` (0600, Last-Modified as mtime), verifying
     `checksum` if given. The file is complete and verified when this returns."""
+    import urllib.error  # imported here: most builds never download, and these load slowly
+    import urllib.request
+
     expected = parse_checksum(checksum) if checksum else None
     name = url_filename(url)
     target = directory / name

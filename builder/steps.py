@@ -45,7 +45,8 @@ from runner.users import lookup as lookup_user
 
 T = TypeVar("T")
 Layers = tuple[Layer, ...]
-SourceOf = Callable[[str], tuple[str, Layers]]  # a --from name -> (its key, its layers)
+Below = Callable[[], "Layers"]  # the layers under a step, read only when it runs
+SourceOf = Callable[[str], tuple[str, Below]]  # a --from name -> (its key, its layers)
 OUTPUT_TAIL_LINES = 20
 DEFAULT_HOSTNAME = "buildkitsandbox"
 
@@ -136,7 +137,7 @@ def run_argv(run: Run, sc: StageConfig) -> tuple[tuple[str, ...], str | None, st
     return argv, None, None
 
 
-def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_key: str, below: Layers, stage_keys: SourceOf) -> Prepared:
+def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_key: str, below: Below, stage_keys: SourceOf) -> Prepared:
     """RUN: argv in SHELL (shell form) or as is, env = ENV + declared ARGs, user, workdir,
     network and mounts in the key; executed in the runner's sandbox."""
     if run.security != "sandbox":
@@ -202,7 +203,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                     process=ProcessSpec(
                         argv=tuple(argv), env=tuple(sc.scope.run_env(env.build_args)) + tuple(extra_env), cwd=workdir, user=sc.user
                     ),
-                    lowers=tuple(env.lowers(below)),
+                    lowers=tuple(env.lowers(below())),
                     upper=upper,
                     hostname=hostname,
                     network=effective,
@@ -240,12 +241,12 @@ def _materialize(
         elif m.type == "cache":
             seed = None
             if m.from_:
-                view = backing.overlay_view(env.lowers(stage_keys(m.from_)[1]))
+                view = backing.overlay_view(env.lowers(stage_keys(m.from_)[1]()))
                 seed = seed_from(view, m.source or "/")
             out.append(RunnerMount(rm.target, "bind", str(backing.cache_dir(m, rm.target, seed)), readonly=m.readonly))
         elif m.type == "bind":
             if m.from_:
-                view = backing.overlay_view(env.lowers(stage_keys(m.from_)[1]))
+                view = backing.overlay_view(env.lowers(stage_keys(m.from_)[1]()))
                 source = resolve_in_root(view, m.source or "/")
                 if not source.exists():
                     raise BuildError(f"bind mount source {m.source!r} not found in {m.from_}")
@@ -292,7 +293,7 @@ def prepare_copy(
     sc: StageConfig,
     x: Expander,
     parent_key: str,
-    below: Layers,
+    below: Below,
     source_of: SourceOf,
 ) -> Prepared:
     """COPY/ADD: the sources' content digests in the key (for the build context), or the
@@ -325,7 +326,7 @@ def prepare_copy(
         digests = [(s, "") for s in spec.sources] + [(f"heredoc:{n}", "") for n, _ in heredocs]
         sources = None
     else:
-        from_key, from_layers = "context", ()
+        from_key, from_layers = "context", lambda: ()
         sources = _located(x.where, lambda: resolve_sources(env.context, spec, download_dir=downloads))
         digests = _located(x.where, lambda: digest_sources(sources or [], spec, env.hasher))
     inputs = copy_inputs(
@@ -349,19 +350,20 @@ def prepare_copy(
         upper = _upper(env, "copy-")
         try:
             with ExitStack() as stack:
+                layers = below()
                 if instr.link and mode is None:
                     # --link: an independent layer; the image is read only for --chown names
                     dst_root = upper
-                    passwd_root = _view(env, stack, below, upper) if chown else upper
-                elif not below:
+                    passwd_root = _view(env, stack, layers, upper) if chown else upper
+                elif not layers:
                     dst_root = passwd_root = upper  # nothing below: write the layer directly
                 else:
-                    dst_root = passwd_root = stack.enter_context(overlay_rootfs(env.lowers(below), upper))
+                    dst_root = passwd_root = stack.enter_context(overlay_rootfs(env.lowers(layers), upper))
                 owner = _located(x.where, lambda: chown_identity(chown, passwd_root)) if chown else None
                 opts = CopyOptions(chown=owner, chmod=mode, mtime=env.epoch)
                 srcs = sources
                 if from_:
-                    view = _view(env, stack, from_layers, upper)
+                    view = _view(env, stack, from_layers(), upper)
                     tree = SourceTree(view, name=f"stage {from_}")
                     srcs = _located(x.where, lambda: resolve_sources(tree, spec, download_dir=downloads))
                 _located(x.where, lambda: apply_sources(srcs or [], spec, dst_root, opts, scratch_dir=env.scratch))
@@ -397,7 +399,7 @@ def _located(where: str, work: Callable[[], T]) -> T:
 # ------------------------------------------------------------------------------------ WORKDIR
 
 
-def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, parent_key: str, below: Layers) -> Prepared:
+def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, parent_key: str, below: Below) -> Prepared:
     """WORKDIR (F81): create the directory (mkdir -p, 0755, owned by USER) as a layer."""
     inputs = StepInputs(parent_key, "WORKDIR", {"path": path, "user": sc.user, "epoch": env.epoch})
 
@@ -405,7 +407,8 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
         upper = _upper(env, "workdir-")
         try:
             with ExitStack() as stack:
-                root = upper if not below else stack.enter_context(overlay_rootfs(env.lowers(below), upper))
+                layers = below()
+                root = upper if not layers else stack.enter_context(overlay_rootfs(env.lowers(layers), upper))
                 owner = Identity(0, 0)
                 if sc.user:
                     user = _located(where, lambda: lookup_user(root, sc.user))
