@@ -40,6 +40,7 @@ from layerstore.transfer_media import (
 )
 from layerstore.transfer_verify import (
     CHUNK,
+    Readable,
     SizeMismatch,
     VerifyingReader,
     check_bytes,
@@ -202,22 +203,23 @@ class RegistryClient:
             return -1
 
     @contextmanager
-    def open_blob(self, repo: str, digest: str, size: int) -> Iterator[VerifyingReader]:
+    def open_blob(self, repo: str, digest: str, size: int, *, verify: bool = True) -> Iterator[Readable]:
         """A reader of blob `digest` that raises rather than yield more than `size` bytes, fewer
-        than `size`, or bytes hashing otherwise. A lost connection resumes with a Range request."""
+        than `size`, or bytes hashing otherwise. A lost connection resumes with a Range request.
+        With `verify=False` the bytes come unchecked (beyond a Content-Length larger than `size`),
+        for a caller that checks digest and size itself, as the store's staging does."""
         what = f"blob {digest} of {self._name(repo)}"
         body = _ResumingBody(self, repo, digest, size, what)
         try:
-            yield VerifyingReader(body, digest=digest, size=size, what=what,
-                                  truncated=lambda m: RegistryError(m + " (truncated by the registry)"))
+            yield _verifying(body) if verify else body
         finally:
             body.close()
 
     def fetch_blob(self, repo: str, digest: str, size: int, sink: BinaryIO) -> int:
         """Copy blob `digest` to `sink`, verified (see `open_blob`); the bytes are in `sink` only if
         this returns."""
-        with self.open_blob(repo, digest, size) as reader:
-            return copy_verified(reader, sink)
+        with self.open_blob(repo, digest, size, verify=False) as body:
+            return copy_verified(_verifying(body), sink)  # type: ignore[arg-type]
 
     def _get_blob(self, repo: str, digest: str, offset: int) -> Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -319,13 +321,13 @@ class _ResumingBody:
     for the VerifyingReader above to refuse."""
 
     def __init__(self, client: RegistryClient, repo: str, digest: str, size: int, what: str) -> None:
-        self._client, self._repo, self._digest, self.size, self.what = client, repo, digest, size, what
+        self._client, self._repo, self.digest, self.size, self.what = client, repo, digest, size, what
         self.count = 0
         self._resumes = 0
         self._resp = self._open(0)
 
     def _open(self, offset: int) -> Response:
-        resp = self._client._get_blob(self._repo, self._digest, offset)
+        resp = self._client._get_blob(self._repo, self.digest, offset)
         if resp.status == 404:
             raise_for_status(resp, f"{self.what}: blob unknown to the registry")
         expected = (206,) if offset else (200,)
@@ -359,6 +361,11 @@ class _ResumingBody:
 
     def close(self) -> None:
         self._resp.close()
+
+
+def _verifying(body: _ResumingBody) -> VerifyingReader:
+    return VerifyingReader(body, digest=body.digest, size=body.size, what=body.what,
+                           truncated=lambda m: RegistryError(m + " (truncated by the registry)"))
 
 
 def _slice(source: BodySource, offset: int, length: int) -> BodySource:

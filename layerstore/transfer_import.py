@@ -73,7 +73,7 @@ class _LayerTee:
 
     _DEPTH = 8
 
-    def __init__(self, compression: str, limit: int, what: str, target: Path) -> None:
+    def __init__(self, compression: str, limit: int, what: str, target: Path | None) -> None:
         self._q: queue.Queue[bytes | None] = queue.Queue(self._DEPTH)
         self._buf = b""
         self._eof = False
@@ -98,12 +98,13 @@ class _LayerTee:
     def _run(self, compression: str, limit: int, what: str) -> None:
         try:
             tar = self._tar
-            self.target.mkdir()
-            os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
-            try:
-                extract_into(tar, self.target)
-            except StoreError as e:
-                raise type(e)(f"{what}: {e.message}", hint=e.hint) from None
+            if self.target is not None:
+                self.target.mkdir()
+                os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
+                try:
+                    extract_into(tar, self.target)
+                except StoreError as e:
+                    raise type(e)(f"{what}: {e.message}", hint=e.hint) from None
             while tar.read(CHUNK):  # what follows the end-of-archive blocks is part of the diff_id
                 pass
         except BaseException as e:  # noqa: BLE001 - handed to the writer thread in write/finish
@@ -159,7 +160,8 @@ class Staging:
         remove_tree(self.dir, self.store.tmp)
 
     def stage(self, source: Readable | Iterable[bytes], *, what: str, size_hint: int = 0,
-              expected: str | None = None, expected_size: int | None = None, layer: bool = True) -> Staged:
+              expected: str | None = None, expected_size: int | None = None, layer: bool = True,
+              extract: bool = True) -> Staged:
         """Write `source` (a reader, or an iterable of chunks) to a staged file and hash it; when
         `layer` and its first bytes look like a layer (gzip, zstd, tar), also decompress it (bounded)
         and extract it (safely) on the side, for its diff_id and its unpacked directory. With
@@ -182,7 +184,8 @@ class Staging:
                         if kind is not None:
                             compression = kind
                             limit = expansion_limit(max(size_hint, expected_size or 0, len(chunk)))
-                            tee = _LayerTee(kind, limit, what, path.with_name(path.name + ".unpacked"))
+                            target = path.with_name(path.name + ".unpacked") if extract else None
+                            tee = _LayerTee(kind, limit, what, target)
                     count += len(chunk)
                     if expected_size is not None and count > expected_size:
                         raise SizeMismatch(what, expected=expected_size, got=f"more than {expected_size} bytes")
@@ -200,7 +203,8 @@ class Staging:
         except BaseException:
             if tee is not None:
                 tee.abort()
-                remove_tree(tee.target, self.store.tmp)
+                if tee.target is not None:
+                    remove_tree(tee.target, self.store.tmp)
             path.unlink(missing_ok=True)
             raise
         staged = Staged(path, digest, count, compression, diff_id, usize, tee.target if tee else None)

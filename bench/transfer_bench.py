@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Moving a big image, side by side with the peer tools in the same run (issue 6's targets):
+
+- `pybuild save` of an image already in the store vs `buildah push IMAGE oci-archive:` (target >= 5x);
+- `pybuild push` to a local docker-registry vs `skopeo copy oci:STORE:IMAGE docker://...` (the store
+  root is an OCI layout, so both read the very same blob files);
+- `pybuild pull` vs `skopeo copy docker://... oci:DIR` (pybuild also verifies every diff_id and
+  extracts the layers, which skopeo does not);
+- peak RSS of each pybuild command at two image sizes (memory must not grow with the image).
+
+    python3 bench/transfer_bench.py [--mb 500] [--small-mb 100] [--layers 5]
+
+Needs root, buildah, skopeo and docker-registry. Prints one line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+
+from layerstore.store import Store  # noqa: E402
+from tests.transfer.servers import Registry  # noqa: E402
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """(seconds, peak RSS in MiB) of one command, which must succeed. Dirty pages of earlier steps
+    are flushed first, so one command does not pay for another's writes."""
+    os.sync()
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def make_image(root: Path, mb: int, layers: int, tag: str) -> None:
+    """An image of `mb` MiB in `layers` layers of files of random (incompressible) and text data."""
+    with Store.open(root) as store:
+        parent = None
+        for i in range(layers):
+            work = store.mkdtemp()
+            per_layer = mb * (1 << 20) // layers
+            for j in range(8):
+                chunk = per_layer // 8
+                data = os.urandom(chunk // 2) + (b"some text that compresses %d\n" % j) * (chunk // 2 // 29)
+                (work / f"file-{i}-{j}.bin").write_bytes(data)
+            parent = store.commit(work, parent=parent, created_by=f"layer {i}")
+        assert parent is not None
+        store.tag(parent, tag)
+
+
+def best(n: int, make_cmd: Callable[[int], list[str]]) -> tuple[float, int]:
+    """The fastest of `n` runs (each with a fresh destination), and the largest peak RSS."""
+    runs = [timed(make_cmd(i)) for i in range(n)]
+    return min(t for t, _ in runs), max(m for _, m in runs)
+
+
+def best_push(n: int, work: Path, make_cmd: Callable[[str], list[str]]) -> float:
+    """The fastest of `n` pushes, each to a new, empty registry (so nothing can be skipped or mounted)."""
+    times = []
+    for _ in range(n):
+        reg = Registry(Path(tempfile.mkdtemp(prefix="push-registry-", dir=work)))
+        try:
+            times.append(timed(make_cmd(reg.host))[0])
+        finally:
+            reg.stop()
+    return min(times)
+
+
+def pb(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pybuild", "--root", str(root), *args]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=int, default=500)
+    ap.add_argument("--small-mb", type=int, default=100)
+    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3, help="best of this many runs")
+    args = ap.parse_args()
+    for tool in ("buildah", "skopeo", "docker-registry"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed")
+    work = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir="/var/tmp"))
+    reg = Registry(work / "registry")
+    try:
+        print(f"# image sizes {args.small_mb} and {args.mb} MiB, {args.layers} layers each")
+        root = work / "store"
+        make_image(root, args.small_mb, args.layers, "small:1")
+        make_image(root, args.mb, args.layers, "big:1")
+        size = sum(f.stat().st_size for f in (root / "blobs/sha256").iterdir())
+        print(f"# store blobs: {size / 2**20:.0f} MiB (zstd)")
+
+        n = args.runs
+        rss: dict[str, dict[str, int]] = {}
+        for tag in ("small:1", "big:1"):
+            name = tag.split(":")[0]
+            rss.setdefault("save", {})[tag] = best(n, lambda i: pb(root, "save", tag, "-o", str(work / f"{name}-{i}.tar")))[1]
+            rss.setdefault("push", {})[tag] = best(1, lambda i: pb(root, "push", "-q", tag, f"{reg.host}/bench/{name}:1"))[1]
+            rss.setdefault("pull", {})[tag] = best(1, lambda i: pb(work / f"pulled-{name}", "pull", "-q", f"{reg.host}/bench/{name}:1"))[1]
+        save_s, _ = best(n, lambda i: pb(root, "save", "big:1", "-o", str(work / f"big-{i}.tar")))
+        push_s = best_push(n, work, lambda host: pb(root, "push", "-q", "big:1", f"{host}/bench/pushed:1"))
+        pull_s, _ = best(n, lambda i: pb(work / f"pb-pull-{i}", "pull", "-q", f"{reg.host}/bench/big:1"))
+
+        storage = ["--root", str(work / "b-root"), "--runroot", str(work / "b-run"), "--storage-driver", "vfs"]
+        subprocess.run(["buildah", *storage, "pull", f"oci-archive:{work / 'big-0.tar'}:big:1"], check=True,
+                       capture_output=True)
+        buildah_s, _ = best(n, lambda i: ["buildah", *storage, "push", "docker.io/library/big:1",
+                                          f"oci-archive:{work / f'b-{i}.tar'}:big:1"])
+        print(f"save big:      pybuild {save_s:6.2f}s   buildah push oci-archive: {buildah_s:6.2f}s   "
+              f"speed-up {buildah_s / save_s:5.1f}x (target >= 5x)")
+        skopeo_push_s = best_push(n, work, lambda host: ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{root}:big:1",
+                                                        f"docker://{host}/bench/pushed:1"])
+        print(f"push big:      pybuild {push_s:6.2f}s   skopeo copy {skopeo_push_s:6.2f}s   "
+              f"ratio {skopeo_push_s / push_s:5.2f} (target >= 1)")
+        skopeo_pull_s, _ = best(n, lambda i: ["skopeo", "copy", "--src-tls-verify=false",
+                                              f"docker://{reg.host}/bench/big:1", f"oci:{work / f'skopeo-pulled-{i}'}:big"])
+        print(f"pull big:      pybuild {pull_s:6.2f}s   skopeo copy {skopeo_pull_s:6.2f}s   "
+              f"ratio {skopeo_pull_s / pull_s:5.2f} (target >= 1; pybuild also checks every diff_id and "
+              "extracts the layers, skopeo does neither)")
+        for what, by_tag in rss.items():
+            print(f"peak RSS {what:5s} {args.small_mb:4d} MiB image: {by_tag['small:1']:4d} MiB   "
+                  f"{args.mb:4d} MiB image: {by_tag['big:1']:4d} MiB")
+    finally:
+        reg.stop()
+        subprocess.run(["buildah", "--root", str(work / "b-root"), "--runroot", str(work / "b-run"),
+                        "--storage-driver", "vfs", "rm", "--all"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
