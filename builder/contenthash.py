@@ -177,7 +177,7 @@ class Hasher:
         elif stat.S_ISDIR(mode):
             kind, payload = "d", self._xattrs(entry)
         elif stat.S_ISLNK(mode):
-            kind, payload = "l", os.readlink(self.tree.host(entry.rel))
+            kind, payload = "l", os.readlink(self.tree.host_str(entry.rel))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = "c" if stat.S_ISCHR(mode) else "b"
             payload = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
@@ -185,9 +185,9 @@ class Hasher:
             kind, payload = "p", ""
         else:
             kind, payload = "s", ""
-        fields = (rel, kind, format(stat.S_IMODE(mode), "o"), str(uid), str(gid), payload)
+        record = f"{rel}\0{kind}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}\0{payload}\0"
         # No field can hold a NUL byte and every record has six, so this encoding is unambiguous.
-        h.update(b"\0".join(os.fsencode(f) for f in fields) + b"\0")
+        h.update(record.encode("utf-8", "surrogateescape"))
 
     def _file_digest(self, entry: Entry) -> str:
         cached = self.cache.lookup(entry.rel, entry.st)
@@ -208,7 +208,7 @@ class Hasher:
 
     def _xattrs(self, entry: Entry) -> str:
         """The extended attributes COPY carries over, as text (empty when there are none)."""
-        path = self.tree.host(entry.rel)
+        path = self.tree.host_str(entry.rel)
         try:
             names = sorted(os.listxattr(path, follow_symlinks=False))
         except OSError:

@@ -85,6 +85,7 @@ class SourceTree:
         reset_owner: bool = False,
     ) -> None:
         self.root = Path(os.path.abspath(root))
+        self._root = str(self.root)
         self.ignore = ignore if ignore else None
         self.name = name
         self.reset_owner = reset_owner
@@ -94,6 +95,10 @@ class SourceTree:
     def host(self, rel: str) -> Path:
         """The host path of a tree-relative path (no resolution; `rel` must come from here)."""
         return self.root / rel if rel else self.root
+
+    def host_str(self, rel: str) -> str:
+        """`host` as a string (for the hot paths that walk thousands of entries)."""
+        return os.path.join(self._root, rel) if rel else self._root
 
     # -- ignore rules ---------------------------------------------------------------------
 
@@ -142,10 +147,11 @@ class SourceTree:
     # -- walking --------------------------------------------------------------------------
 
     def children(self, rel: str) -> Iterator[Entry]:
-        """The visible entries directly inside directory `rel`, sorted by name (bytewise)."""
+        """The visible entries directly inside directory `rel`, sorted by name."""
+        base = self.host_str(rel)
         try:
-            with os.scandir(self.host(rel)) as it:
-                names = sorted((e.name for e in it), key=os.fsencode)
+            with os.scandir(base) as it:
+                names = sorted(e.name for e in it)  # any fixed order does: digests need one
         except FileNotFoundError:
             return
         except NotADirectoryError:
@@ -155,7 +161,7 @@ class SourceTree:
         for name in names:
             child = f"{rel}/{name}" if rel else name
             try:
-                st = os.lstat(self.host(child))
+                st = os.lstat(os.path.join(base, name))
             except FileNotFoundError:
                 continue
             if self.ignore is None:
