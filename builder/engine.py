@@ -229,6 +229,7 @@ class Builder:
                 parsed = parse_instructions("\n".join(triggers), file=f"ONBUILD of {sp.stage.base}")
             except ParseError as e:
                 raise BuildError(f"cannot run ONBUILD triggers: {e.message}", location=str(sp.stage.location)) from None
+            state = replace(state, total=state.total + sum(1 for t in parsed if isinstance(t, (Run, Copy, Add, Workdir))))
             for k, trigger in enumerate(parsed):
                 state = self._dispatch(state, trigger, f"{sp.stage.index}/0.{k}", onbuild=True)
         for k, instruction in enumerate(sp.stage.instructions, start=1):

@@ -192,3 +192,20 @@ def test_json_progress_is_one_object_per_line(busybox_store: Path, pb: Pybuild, 
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     assert {"event": "output", "stream": "stdout", "data": "out\n"}.items() <= next(e for e in events if e["event"] == "output").items()
     assert [e["name"] for e in events if e["event"] == "done" and "RUN" in e.get("name", "")] == ["[2/2] RUN echo out"]
+
+
+def test_onbuild_fires_for_a_stage_of_the_same_file_and_scratch_builds(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:
+    text = """FROM busybox AS base
+ONBUILD RUN echo fired > /fired
+FROM base AS child
+RUN cat /fired
+FROM scratch
+COPY --from=child /fired /fired
+COPY f /f
+"""
+    ctx = write_context(tmp_path / "ctx", text, {"f": "F"})
+    log = build(pb, ctx, "-t", "sc:1").stderr
+    assert "[child 2/3] ONBUILD RUN echo fired > /fired" in log and "[child 3/3] RUN cat /fired" in log
+    img = image(busybox_store, "sc:1")
+    assert len(img.layers) == 2 and img.config.config.env == ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    assert [h.created_by for h in img.history] == ["COPY /fired /fired # buildkit", "COPY f /f # buildkit"]
