@@ -184,7 +184,13 @@ class Builder:
                 from builder.squash import squash_image
 
                 origin = final.origin
-                image = squash_image(self.store, image, origin.digest if origin else None, epoch=epoch)
+                key = hashlib.sha256(f"squash\0{image.digest}\0{origin.digest if origin else ''}\0{epoch}".encode()).hexdigest()
+                hit = self._lookup(key)
+                if hit is not None:
+                    image = self.env.image(hit)
+                else:
+                    image = squash_image(self.store, image, origin.digest if origin else None, epoch=epoch)
+                    self.store.cache.put(key, image.digest)
                 self.progress.done(step)
         finally:
             cache.save()

@@ -37,7 +37,7 @@ from parser import Add, Copy, Run
 from parser.gotext import go_quote
 from parser.heredoc import HeredocError, parse_marker
 from parser.shell import expand_heredoc
-from pybuild.errors import BuildError, PybuildError
+from pybuild.errors import BuildError, PybuildError, RuntimeError_
 from runner.mounts import overlay_rootfs, remove_tree
 from runner.spec import Mount as RunnerMount
 from runner.spec import ProcessSpec, SandboxSpec
@@ -211,7 +211,15 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                 )
                 from runner.sandbox import run_sandbox
 
-                status = run_sandbox(spec, on_output=on_output)
+                try:
+                    status = run_sandbox(spec, on_output=on_output)
+                except RuntimeError_ as e:
+                    # could not start (125), not executable (126), not found (127): Docker's codes
+                    raise StepFailed(
+                        f"process {go_quote(' '.join(argv))} did not complete successfully: {e.message}",
+                        location=x.where,
+                        exit_status=e.exit_code,
+                    ) from None
             tail.extend(p.decode("utf-8", "replace") for p in partial.values() if p)
             if status.code != 0:
                 what = f"exit code: {status.code}" + (" (killed: out of memory)" if status.oom_killed else "")

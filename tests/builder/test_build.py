@@ -209,3 +209,11 @@ COPY f /f
     img = image(busybox_store, "sc:1")
     assert len(img.layers) == 2 and img.config.config.env == ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     assert [h.created_by for h in img.history] == ["COPY /fired /fired # buildkit", "COPY f /f # buildkit"]
+
+
+def test_a_command_that_cannot_start_is_a_step_failure(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", 'FROM busybox\nRUN ["no-such-command", "x"]\n')
+    proc = build(pb, ctx, check=False)
+    assert proc.returncode == 1
+    assert 'error: Buildfile:2: process "no-such-command x" did not complete successfully' in proc.stderr
+    assert "executable file not found" in proc.stderr
