@@ -112,7 +112,7 @@ class Response:
             raise RegistryError("response body is not streamed")
         try:
             return self.raw.read(n)
-        except http.client.IncompleteRead as e:
+        except http.client.IncompleteRead:
             raise TransientError(f"{_short(self.url)}: connection closed mid-body") from None
         except (OSError, http.client.HTTPException) as e:
             raise TransientError(f"{_short(self.url)}: reading the body failed: {e}") from None

@@ -25,7 +25,7 @@ from layerstore.atomic import fsync_dir
 from layerstore.compression import sniff
 from layerstore.digests import load_json
 from layerstore.images import Image
-from layerstore.layers import Layer, extract_into, remove_tree
+from layerstore.layers import HashingReader, Layer, extract_into, remove_tree
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
 from layerstore.transfer_media import layer_compression
@@ -52,19 +52,6 @@ class Staged:
     unpacked: Path | None = None
 
 
-class _HashingReader:
-    def __init__(self, raw: Readable) -> None:
-        self._raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-
 class _LayerTee:
     """Compressed layer chunks in through `write`; a helper thread decompresses them (bounded),
     hashes the tar (the diff_id) and extracts it with the store's safe extractor into `target`, so
@@ -79,7 +66,7 @@ class _LayerTee:
         self._eof = False
         self.error: BaseException | None = None
         self.target = target
-        self._tar = _HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
+        self._tar = HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
         self._thread = threading.Thread(target=self._run, args=(compression, limit, what), daemon=True,
                                         name="layer-tee")
         self._thread.start()

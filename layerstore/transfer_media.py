@@ -9,28 +9,28 @@ without one, the machine's default variant is preferred and any other accepted.
 
 from __future__ import annotations
 
-import json
-import platform as _platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from layerstore import compression, oci
+from layerstore.digests import load_json
+from layerstore.images import host_architecture
 from pybuild.errors import NotFound, ParseError, StoreError
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-OCI_LAYER_ND_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-OCI_LAYER_ND = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-OCI_LAYER_ND_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+# The store's own names for these (layerstore.oci, layerstore.compression), plus the ones only
+# images on the move meet: indexes, manifest lists, non-distributable layers, schema 1.
+OCI_MANIFEST = oci.MANIFEST
+OCI_INDEX = oci.INDEX
+OCI_CONFIG = oci.CONFIG
+OCI_LAYER = compression.LAYER_TAR
+OCI_LAYER_GZIP = compression.LAYER_GZIP
+OCI_LAYER_ZSTD = compression.LAYER_ZSTD
+DOCKER_MANIFEST = oci.DOCKER_MANIFEST
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOCKER_CONFIG = oci.DOCKER_CONFIG
+DOCKER_LAYER = compression.DOCKER_LAYER_GZIP
+DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
@@ -43,37 +43,23 @@ MANIFEST_ACCEPT = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 # A manifest or index larger than this is refused before it is parsed (distribution's own limit).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
-_COMPRESSION_BY_LAYER_TYPE = {
-    OCI_LAYER: "none",
-    OCI_LAYER_ND: "none",
-    OCI_LAYER_GZIP: "gzip",
-    OCI_LAYER_ND_GZIP: "gzip",
-    DOCKER_LAYER: "gzip",
-    DOCKER_FOREIGN_LAYER: "gzip",
-    OCI_LAYER_ZSTD: "zstd",
-    OCI_LAYER_ND_ZSTD: "zstd",
-}
-COMPRESSIONS = ("zstd", "gzip", "none")
 
 
 def layer_compression(media_type: str) -> str:
     """`zstd`, `gzip` or `none` for a layer media type; StoreError for anything else."""
-    try:
-        return _COMPRESSION_BY_LAYER_TYPE[media_type]
-    except KeyError:
-        raise StoreError(f"unsupported layer media type {media_type!r}") from None
+    return compression.compression_of(media_type)
 
 
-def oci_layer_type(compression: str) -> str:
+def oci_layer_type(kind: str) -> str:
     """The OCI layer media type for a compression (`zstd`, `gzip`, `none`)."""
-    return {"zstd": OCI_LAYER_ZSTD, "gzip": OCI_LAYER_GZIP, "none": OCI_LAYER}[compression]
+    return compression.MEDIA_TYPES[kind]
 
 
-def docker_layer_type(compression: str) -> str:
+def docker_layer_type(kind: str) -> str:
     """The Docker schema 2 layer media type; Docker has none for zstd."""
-    if compression == "zstd":
+    if kind == "zstd":
         raise StoreError("docker images cannot carry zstd layers", hint="use --compression gzip")
-    return DOCKER_LAYER if compression == "gzip" else "application/vnd.docker.image.rootfs.diff.tar"
+    return DOCKER_LAYER if kind == "gzip" else DOCKER_LAYER_TAR
 
 
 def manifest_media_type(data: bytes, declared: str | None = None) -> str:
@@ -102,10 +88,7 @@ def manifest_media_type(data: bytes, declared: str | None = None) -> str:
 
 def parse_json(data: bytes, what: str) -> dict[str, Any]:
     """A JSON object, or StoreError naming `what`."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise StoreError(f"{what} is not valid JSON: {e}") from None
+    doc = load_json(data, what)
     if not isinstance(doc, dict):
         raise StoreError(f"{what} is not a JSON object")
     return doc
@@ -147,13 +130,8 @@ def parse_platform(text: str) -> Platform:
 
 
 def host_platform() -> Platform:
-    """This machine's platform: linux/amd64 on an x86_64 host."""
-    machine = _platform.machine().lower()
-    if machine.startswith("armv7"):
-        return Platform("linux", "arm", "v7")
-    if machine.startswith("armv6"):
-        return Platform("linux", "arm", "v6")
-    return normalize_platform(Platform("linux", machine))
+    """This machine's platform: linux/amd64 on an x86_64 host (the store's own idea of it)."""
+    return normalize_platform(Platform("linux", host_architecture()))
 
 
 def descriptor_platform(desc: Mapping[str, Any]) -> Platform | None:

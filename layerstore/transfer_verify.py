@@ -9,13 +9,15 @@ fill the disk. Both are plain file-like readers, so they compose with tarfile an
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
+from layerstore.compression import decompressor
+from layerstore.digests import digest_of
 from pybuild.errors import DigestMismatch, PybuildError, StoreError
+
+__all__ = ["BoundedDecompressor", "SizeMismatch", "VerifyingReader", "check_bytes", "copy_verified", "digest_of"]
 
 CHUNK = 1024 * 1024
 
@@ -51,10 +53,6 @@ def hasher_for(digest: str, what: str) -> Any:
     ):
         raise StoreError(f"{what}: unsupported or malformed digest {digest!r}")
     return hashlib.new(algo)
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def check_bytes(data: bytes, *, digest: str, size: int | None, what: str) -> bytes:
@@ -149,47 +147,26 @@ def expansion_limit(compressed_size: int) -> int:
 
 
 class BoundedDecompressor:
-    """The uncompressed bytes of a `gzip`, `zstd` or `none` stream, refusing more than `limit`.
-
-    Concatenated gzip members and zstd frames are read as one stream, as tar readers expect.
-    """
+    """The uncompressed bytes of a `gzip`, `zstd` or `none` stream (the store's decompressors:
+    concatenated gzip members and zstd frames read as one stream), refusing more than `limit`.
+    Each read yields at most what was asked, so the bound holds before memory or disk is spent."""
 
     def __init__(self, raw: Readable, compression: str, *, limit: int, what: str) -> None:
-        self._raw = raw
+        if compression not in ("gzip", "zstd", "none"):
+            raise StoreError(f"{what}: unsupported compression {compression!r}")
+        self._reader = decompressor(raw, compression)
         self._compression = compression
         self.limit = limit
         self.what = what
         self.count = 0
-        self._eof = False
-        self._pending = b""
-        if compression == "gzip":
-            # GzipFile reads several members and bounds each read's output by its argument.
-            self._gzip = gzip.GzipFile(fileobj=_ReadOnly(raw), mode="rb")  # type: ignore[arg-type]
-        elif compression == "zstd":
-            import zstandard
-
-            self._zstd = zstandard.ZstdDecompressor(max_window_size=1 << 31).stream_reader(
-                _ReadOnly(raw), read_across_frames=True, read_size=CHUNK
-            )
-        elif compression != "none":
-            raise StoreError(f"{what}: unsupported compression {compression!r}")
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = CHUNK
-        if self._eof:
-            return b""
-        n = max(1, min(n, self.limit - self.count + 1))
         try:
-            data = self._read(n)
-        except (zlib.error, EOFError, gzip.BadGzipFile) as e:
-            raise StoreError(f"{self.what}: corrupt {self._compression} stream: {e}") from None
-        except Exception as e:  # zstandard.ZstdError has no stable import path before use
-            if type(e).__name__ == "ZstdError":
-                raise StoreError(f"{self.what}: corrupt zstd stream: {e}") from None
-            raise
-        if not data:
-            self._eof = True
+            data = self._reader.read(max(1, min(n, self.limit - self.count + 1)))
+        except StoreError as e:
+            raise StoreError(f"{self.what}: {e.message}", hint=e.hint) from None
         self.count += len(data)
         if self.count > self.limit:
             raise ExpansionLimit(
@@ -197,20 +174,3 @@ class BoundedDecompressor:
                 hint="a decompression bomb, or a layer larger than pybuild accepts",
             )
         return data
-
-    def _read(self, n: int) -> bytes:
-        if self._compression == "none":
-            return self._raw.read(n)
-        if self._compression == "zstd":
-            return bytes(self._zstd.read(n))
-        return self._gzip.read(n)
-
-
-class _ReadOnly:
-    """zstandard's stream_reader wants an object with only `read`."""
-
-    def __init__(self, raw: Readable) -> None:
-        self._raw = raw
-
-    def read(self, n: int = -1) -> bytes:
-        return self._raw.read(n)

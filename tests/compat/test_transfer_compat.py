@@ -137,11 +137,8 @@ def test_umoci_unpacks_a_gzip_save(source_store: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     need_tool("docker-registry")
-    reg = Registry(tmp_path_factory.mktemp("registry"))
-    try:
+    with Registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip"])

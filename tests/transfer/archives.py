@@ -13,6 +13,11 @@ from pathlib import Path
 
 import zstandard
 
+from layerstore.registry import RegistryClient
+from layerstore.registry_http import BodySource
+from layerstore.transfer_media import DOCKER_MANIFEST, OCI_MANIFEST
+from layerstore.transfer_verify import digest_of
+
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -119,3 +124,26 @@ class Layout:
 
 def simple_layer(text: bytes = b"hello\n") -> bytes:
     return layer_tar([Entry("etc", type=tarfile.DIRTYPE), Entry("etc/greeting", text)])
+
+
+def body(data: bytes) -> BodySource:
+    return BodySource(lambda: io.BytesIO(data), len(data))
+
+
+def put_image(client: RegistryClient, repo: str, tag: str, layer: bytes, *, arch: str = "amd64",
+              media_type: str = OCI_MANIFEST, diff_id: str | None = None) -> tuple[str, bytes]:
+    """Upload a one-layer image (`layer` gzip); returns (manifest digest, manifest bytes).
+    `diff_id` makes its config lie about the layer."""
+    config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [diff_id or digest_of(gzip.decompress(layer))]}}).encode()
+    for blob in (layer, config):
+        client.upload_blob(repo, digest_of(blob), body(blob))
+    docker = media_type == DOCKER_MANIFEST
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": media_type,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json" if docker else
+                   "application/vnd.oci.image.config.v1+json", "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip" if docker else
+                    "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(layer), "size": len(layer)}],
+    }).encode()
+    return client.put_manifest(repo, tag, manifest, media_type), manifest

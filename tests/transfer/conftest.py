@@ -28,11 +28,8 @@ def _need(tool: str) -> None:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry without auth."""
     _need("docker-registry")
-    reg = Registry(tmp_path_factory.mktemp("registry"))
-    try:
+    with Registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
@@ -41,42 +38,30 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     _need("docker-registry")
     _need("htpasswd")
     work = tmp_path_factory.mktemp("basic-registry")
-    reg = Registry(work, auth=htpasswd_auth(work, {USER: PASSWORD}))
-    try:
+    with Registry(work, auth=htpasswd_auth(work, {USER: PASSWORD})) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
     _need("openssl")
-    server = TokenServer(tmp_path_factory.mktemp("token-server"), users={USER: PASSWORD})
-    try:
+    with TokenServer(tmp_path_factory.mktemp("token-server"), users={USER: PASSWORD}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: TokenServer) -> Iterator[Registry]:
     """A registry that wants Bearer tokens from `token_server`."""
     _need("docker-registry")
-    reg = Registry(tmp_path_factory.mktemp("token-registry"), auth=token_server.auth_config())
-    try:
+    with Registry(tmp_path_factory.mktemp("token-registry"), auth=token_server.auth_config()) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture
 def proxy(registry: Registry) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of `registry` (127.0.0.1, so plain http)."""
-    p = FaultProxy(registry.host)
-    try:
+    with FaultProxy(registry.host) as p:
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture

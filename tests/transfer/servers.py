@@ -53,7 +53,20 @@ def wait_for_http(host: str, deadline: float, proc: subprocess.Popen[bytes] | No
     raise RuntimeError(f"{host} not ready after {READY_SECONDS}s ({last}):\n{log.read_text() if log else ''}")
 
 
-class Registry:
+class _Stoppable:
+    """`with Server(...) as s:` stops the server when the block ends, however it ends."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Registry(_Stoppable):
     """A running `docker-registry serve` on 127.0.0.1. `host` is `127.0.0.1:PORT`."""
 
     def __init__(self, workdir: Path, auth: str = "") -> None:
@@ -123,7 +136,7 @@ def _der_to_raw_ecdsa(der: bytes) -> bytes:
 
 
 @dataclass
-class TokenServer:
+class TokenServer(_Stoppable):
     """Issues ES256 JWTs (with the signing certificate in `x5c`) for distribution's token auth.
 
     `users` may log in; authenticated users get what they ask for, anonymous ones get `pull` only
@@ -226,7 +239,7 @@ class Fault:
     seen: int = 0
 
 
-class FaultProxy:
+class FaultProxy(_Stoppable):
     """An HTTP proxy in front of `upstream` (host:port) that applies the `faults` it holds."""
 
     def __init__(self, upstream: str) -> None:

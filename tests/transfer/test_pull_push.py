@@ -4,7 +4,6 @@ mounts, auth files, and registries that lie (nothing tagged, nothing published).
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import stat
 import subprocess
@@ -15,13 +14,12 @@ import pytest
 
 from layerstore.auth import Credentials
 from layerstore.registry import RegistryClient
-from layerstore.registry_http import BodySource
 from layerstore.store import Store
 from layerstore.transfer_media import OCI_INDEX, OCI_MANIFEST
 from layerstore.transfer_registry import pull_image, push_image
 from pybuild.errors import DigestMismatch, PybuildError
 
-from .archives import Entry, layer_tar, sha
+from .archives import Entry, layer_tar, put_image, sha
 from .conftest import PASSWORD, USER
 from .servers import Fault, FaultProxy, Registry
 
@@ -93,16 +91,7 @@ def test_pull_chooses_the_platform_from_an_index(busybox_store: Path, registry: 
         amd = push_image(store, "busybox", f"{registry.host}/{unique_repo}:amd64")
     with RegistryClient(registry.host) as c:
         arm_layer = gzip.compress(layer_tar([Entry("arm", b"arm")]), mtime=0)
-        arm_config = json.dumps({"architecture": "arm64", "os": "linux", "rootfs": {"type": "layers",
-                                 "diff_ids": [sha(gzip.decompress(arm_layer))]}}).encode()
-        for blob in (arm_layer, arm_config):
-            c.upload_blob(unique_repo, sha(blob), BodySource(lambda b=blob: io.BytesIO(b), len(blob)))
-        arm_manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                              "digest": sha(arm_config), "size": len(arm_config)},
-                                   "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                               "digest": sha(arm_layer), "size": len(arm_layer)}]}).encode()
-        arm = c.put_manifest(unique_repo, "arm64", arm_manifest, OCI_MANIFEST)
+        arm, arm_manifest = put_image(c, unique_repo, "arm64", arm_layer, arch="arm64")
         index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
             {"mediaType": OCI_MANIFEST, "digest": arm, "size": len(arm_manifest),
              "platform": {"os": "linux", "architecture": "arm64"}},
@@ -128,30 +117,18 @@ def test_a_corrupt_layer_from_the_registry_publishes_nothing(busybox_store: Path
                                                              unique_repo: str, tmp_path: Path) -> None:
     with Store.open(busybox_store) as store:
         push_image(store, "busybox", f"{registry.host}/{unique_repo}:1")
-    proxy = FaultProxy(registry.host)
-    try:
+    root = tmp_path / "other"
+    with FaultProxy(registry.host) as proxy:
         proxy.add(Fault("GET", "/blobs/sha256", "corrupt", times=None))
-        root = tmp_path / "other"
         with Store.open(root) as store, pytest.raises(DigestMismatch):
             pull_image(store, f"{proxy.host}/{unique_repo}:1")
-    finally:
-        proxy.stop()
     assert nothing_published(root)
 
 
 def test_a_config_whose_diff_id_lies_publishes_nothing(registry: Registry, unique_repo: str, tmp_path: Path) -> None:
     layer = gzip.compress(layer_tar([Entry("f", b"real")]), mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [sha(b"not this layer")]}}).encode()
     with RegistryClient(registry.host) as c:
-        for blob in (layer, config):
-            c.upload_blob(unique_repo, sha(blob), BodySource(lambda b=blob: io.BytesIO(b), len(blob)))
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                          "digest": sha(config), "size": len(config)},
-                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                           "digest": sha(layer), "size": len(layer)}]}).encode()
-        c.put_manifest(unique_repo, "1", manifest, OCI_MANIFEST)
+        put_image(c, unique_repo, "1", layer, diff_id=sha(b"not this layer"))
     root = tmp_path / "other"
     proc = cli(root, "pull", f"{registry.host}/{unique_repo}:1")
     assert proc.returncode == 1
