@@ -83,7 +83,11 @@ class BuildEnv:
         """The overlay lower dirs of `layers` (bottom first given; top first returned), unpacking
         as needed; an empty dir when there are none (scratch)."""
         if layers:
-            return [self.store.layers.unpack(layer) for layer in reversed(layers)]
+            # The same layer twice (two steps that changed nothing give the same empty layer)
+            # would make overlayfs refuse the mount (ELOOP); its topmost copy covers everything
+            # the lower copy provides, so keeping only that one means the same file system.
+            dirs = [self.store.layers.unpack(layer) for layer in reversed(layers)]
+            return list(dict.fromkeys(dirs))
         empty = self.scratch / "empty"
         empty.mkdir(exist_ok=True)
         return [empty]
@@ -419,8 +423,12 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
                 root = upper if not layers else stack.enter_context(overlay_rootfs(env.lowers(layers), upper))
                 owner = Identity(0, 0)
                 if sc.user:
-                    user = _located(where, lambda: lookup_user(root, sc.user))
-                    owner = Identity(user.uid, user.gid)
+                    try:
+                        user = lookup_user(root, sc.user)
+                        owner = Identity(user.uid, user.gid)
+                    except RuntimeError_:
+                        pass  # BuildKit: a user the image does not know yet makes it root's
+
                 _mkdirs(root, path, owner, env.epoch)
         except BaseException:
             discard(upper)
