@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.builder.buildtools import build, created_by, image, step_lines, write_context
-from tests.conftest import PROJECT, Pybuild
+from tests.conftest import PROJECT, Pybuild, need_tool
 
 pytestmark = pytest.mark.root
 
@@ -217,3 +218,14 @@ def test_a_command_that_cannot_start_is_a_step_failure(busybox_store: Path, pb: 
     assert proc.returncode == 1
     assert 'error: Buildfile:2: process "no-such-command x" did not complete successfully' in proc.stderr
     assert "executable file not found" in proc.stderr
+
+
+@pytest.mark.compat
+def test_built_images_read_back_with_skopeo(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:
+    skopeo = need_tool("skopeo")
+    ctx = write_context(tmp_path / "ctx", 'FROM busybox\nENV A=1\nCOPY f /f\nCMD ["cat", "/f"]\n', {"f": "x"})
+    build(pb, ctx, "-t", "compat:1")
+    out = subprocess.run([skopeo, "inspect", "--config", f"oci:{busybox_store}:compat:1"], capture_output=True, text=True, check=True)
+    config = json.loads(out.stdout)
+    assert config["config"]["Cmd"] == ["cat", "/f"] and "A=1" in config["config"]["Env"]
+    assert [h["created_by"] for h in config["history"]][-3:] == ["ENV A=1", "COPY f /f # buildkit", 'CMD ["cat" "/f"]']
