@@ -46,7 +46,7 @@ from layerstore.layers import Layer
 from layerstore.oci import ContainerConfig, HistoryEntry
 from layerstore.store import Store
 from parser import Add, Buildfile, Copy, Instruction, Onbuild, Run, Workdir, parse_buildfile, parse_instructions
-from pybuild.errors import BuildError, NotFound, ParseError, PybuildError
+from pybuild.errors import BuildError, NotFound, ParseError, PybuildError, RegistryError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +288,18 @@ class Builder:
             return self.store.resolve(ref)
         except NotFound:
             pass
-        pulled = pull_base(self.store, ref)
-        if pulled is not None:
-            return pulled
-        raise BuildError(
-            f"base image {ref} is not in the store",
-            location=where or None,
-            hint=f"get it with 'pybuild pull {ref}', 'pybuild load -i FILE', or 'pybuild bootstrap busybox'",
-        )
+        step = self._start(f"[internal] pull {ref}")
+        try:
+            image = pull_base(self.store, ref, lambda message: self.progress.output(step, "stdout", (message + "\n").encode()))
+        except (RegistryError, NotFound, StoreError) as e:
+            self.progress.error(step, e.message)
+            raise BuildError(
+                f"base image {ref} is not in the store and cannot be pulled: {e.message}",
+                location=where or None,
+                hint=f"get it with 'pybuild pull {ref}', 'pybuild load -i FILE', or 'pybuild bootstrap busybox'",
+            ) from None
+        self.progress.done(step)
+        return image
 
     def _source(self, state: StageState, name: str) -> tuple[str, Callable[[], tuple[Layer, ...]]]:
         """What `COPY --from`/`--mount from=` names: (its key, its layers) for a stage or image."""
@@ -491,18 +495,11 @@ def _tree_size(path: Path) -> int:
     return total
 
 
-def pull_base(store: Store, ref: str) -> Image | None:
-    """Pull a base image that is not in the store, when the transfer area provides a pull
-    (`layerstore.transfer.pull`); None when it cannot (then the build says how to get it)."""
-    try:
-        from layerstore import transfer
-    except ImportError:
-        return None
-    pull = getattr(transfer, "pull", None)
-    if pull is None:
-        return None
-    image = pull(store, ref)
-    return image if isinstance(image, Image) else None
+def pull_base(store: Store, ref: str, progress: Callable[[str], None]) -> Image:
+    """Pull a base image that is not in the store (the transfer area's registry client)."""
+    from layerstore.transfer_registry import pull_image
+
+    return pull_image(store, ref, progress=progress)
 
 
 def build(store: Store, options: BuildOptions, progress: Reporter) -> Image:

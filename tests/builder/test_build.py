@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.builder.buildtools import build, created_by, image, step_lines, write_context
-from tests.conftest import PROJECT, Pybuild, need_tool
+from tests.conftest import PROJECT, Pybuild, make_pb, need_tool
 
 pytestmark = pytest.mark.root
 
@@ -229,3 +229,17 @@ def test_built_images_read_back_with_skopeo(busybox_store: Path, pb: Pybuild, tm
     config = json.loads(out.stdout)
     assert config["config"]["Cmd"] == ["cat", "/f"] and "A=1" in config["config"]["Env"]
     assert [h["created_by"] for h in config["history"]][-3:] == ["ENV A=1", "COPY f /f # buildkit", 'CMD ["cat" "/f"]']
+
+
+@pytest.mark.compat
+def test_a_missing_base_is_pulled_from_a_registry(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:
+    from tests.transfer.servers import Registry
+
+    need_tool("docker-registry")
+    with Registry(tmp_path / "registry") as registry:
+        pb("push", "busybox", f"{registry.host}/base/busybox:1")
+        fresh = make_pb(tmp_path / "fresh-store")
+        ctx = write_context(tmp_path / "ctx", f"FROM {registry.host}/base/busybox:1\nRUN echo pulled > /p\n")
+        log = build(fresh, ctx, "-t", "pulled:1").stderr
+    assert f"[internal] pull {registry.host}/base/busybox:1" in log
+    assert fresh("run", "--rm", "pulled:1", "cat", "/p").stdout == "pulled\n"
