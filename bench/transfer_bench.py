@@ -82,6 +82,8 @@ def alternate(n: int, work: Path, makers: list[Callable[[Any], list[str]]], *, f
         for k, make in enumerate(makers):
             if not fresh_registry:
                 times[k].append(timed(make(f"{k}-{i}"))[0])
+                for leftover in work.glob(f"*-{k}-{i}"):  # each run writes afresh, as the first did
+                    shutil.rmtree(leftover)
                 continue
             reg = Registry(Path(tempfile.mkdtemp(prefix="push-registry-", dir=work)))
             try:
