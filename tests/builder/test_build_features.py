@@ -220,3 +220,19 @@ def test_explain_cache_in_json_progress(busybox_store: Path, pb: Pybuild, tmp_pa
     events = [json.loads(line) for line in pb("build", "--progress", "json", "--explain-cache", ctx).stderr.splitlines()]
     start = next(e for e in events if e["event"] == "start" and "RUN" in e.get("name", ""))
     assert start["cache_miss"] == ["variable MODE changed"]
+
+
+def test_no_cache_filter_reruns_only_that_stage(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", "FROM busybox AS a\nRUN echo a > /a\nFROM busybox AS b\nRUN echo b > /b\nCOPY --from=a /a /a\n")
+    build(pb, ctx, "-t", "f:1")
+    log = build(pb, ctx, "-t", "f:2", "--no-cache-filter", "B").stderr
+    assert "[a 2/2] RUN echo a > /a" in step_lines(log, "CACHED")
+    assert "[b 2/3] RUN echo b > /b" in step_lines(log, "DONE")
+
+
+def test_missing_copy_source_names_the_line(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", "FROM busybox\n\nCOPY nothere /x\n", {".dockerignore": "secret\n", "secret": "s"})
+    proc = build(pb, ctx, check=False)
+    assert 'error: Buildfile:3: "nothere": not found in the build context or excluded by' in proc.stderr
+    (ctx / "Buildfile").write_text("FROM busybox\nCOPY secret /x\n")
+    assert '"secret": not found in the build context' in build(pb, ctx, check=False).stderr
