@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from builder import lastbuild
 from builder.buildargs import Scope, platform_args, resolve_meta_args, source_date_epoch
 from builder.cachekey import SCRATCH, StepInputs, explain
 from builder.context import SourceTree
@@ -40,16 +40,12 @@ from builder.plan import Base, Plan, StagePlan, plan_build, stage_ref
 from builder.progress import Reporter, Step
 from builder.runmounts import Secret
 from builder.steps import BuildEnv, Prepared, discard, prepare_copy, prepare_run, prepare_workdir
-from layerstore.atomic import atomic_write
 from layerstore.images import Image, rfc3339
 from layerstore.layers import Layer
 from layerstore.oci import ContainerConfig, HistoryEntry
 from layerstore.store import Store
 from parser import Add, Buildfile, Copy, Instruction, Onbuild, Run, Workdir, parse_buildfile, parse_instructions
 from pybuild.errors import BuildError, NotFound, ParseError, PybuildError, RegistryError, StoreError
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -159,7 +155,8 @@ class Builder:
         context = SourceTree(opts.context, ignore=ignore, name="build context", reset_owner=True)
         cache = StatCache(statcache_path(self.store.root, opts.context))
         scratch = Path(tempfile.mkdtemp(prefix="build-", dir=self.store.tmp))
-        self._load_explanations()
+        explain_path = lastbuild.record_path(self.store.root, opts.context, opts.buildfile_path, opts.target)
+        self.previous = lastbuild.load(explain_path)
         try:
             self.env = BuildEnv(
                 store=self.store,
@@ -194,7 +191,7 @@ class Builder:
                 self.progress.done(step)
         finally:
             cache.save()
-            self._save_explanations()
+            lastbuild.save(explain_path, self.previous, self.current)
             shutil.rmtree(scratch, ignore_errors=True)
         step = self._start("exporting to image")
         self.progress.info(f"#{step.number} writing image {image.id} done")
@@ -445,31 +442,6 @@ class Builder:
         sc = replace(state.sc, config=replace(state.sc.config, labels=merged))
         created_by = "LABEL " + " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
         return self._config_step(state, sc, created_by)
-
-    # ------------------------------------------------------------------------------ explanations
-
-    def _explain_path(self) -> Path:
-        opts = self.options
-        ident = f"{os.path.abspath(opts.context)}\0{opts.buildfile_path or '-'}\0{opts.target or ''}"
-        return self.store.root / "cache" / "explain" / (hashlib.sha256(ident.encode()).hexdigest() + ".json")
-
-    def _load_explanations(self) -> None:
-        try:
-            doc = json.loads(self._explain_path().read_bytes())
-            self.previous = {pos: StepInputs.from_json(d) for pos, d in doc.get("steps", {}).items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self.previous = {}
-
-    def _save_explanations(self) -> None:
-        if not self.current or self.current == self.previous:
-            return
-        steps = {**{p: i.to_json() for p, i in self.previous.items()}, **{p: i.to_json() for p, i in self.current.items()}}
-        path = self._explain_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            atomic_write(path, json.dumps({"v": 1, "steps": steps}, sort_keys=True).encode())
-        except OSError as e:
-            log.debug("cannot save cache explanations: %s", e)
 
 
 def _chain(previous: str, kind: str, value: str, epoch: int | None) -> str:
