@@ -297,8 +297,9 @@ def remove(root: Path, cdir: Path, *, remove_volumes: bool) -> None:
     cg = record.get_cgroup()
     if cg is not None:
         cg.remove()
-    os.unlink(cdir / "state.json")  # first: a half-removed container is no longer listed
-    remove_tree(cdir)
+    (cdir / "state.json").unlink(missing_ok=True)  # first: a half-removed container is no longer listed
+    if cdir.exists():  # a --rm container's supervisor may be removing it too
+        remove_tree(cdir)
     if remove_volumes:
         from runner import volumes
 

@@ -96,15 +96,16 @@ def stop(cdir: Path, timeout: float | None = None) -> None:
     wait_recorded(cdir)
 
 
-def wait_recorded(cdir: Path, timeout: float = 10.0) -> ContainerState:
+def wait_recorded(cdir: Path, timeout: float = 10.0) -> ContainerState | None:
     """Wait until the container's exit is on record (its supervisor writes it). If the supervisor
-    is gone, record what is known ourselves. The final state."""
+    is gone, record what is known ourselves. The final state, or None if the container was removed
+    meanwhile (the normal end of a `--rm` container, whose supervisor removes it)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             s = state.load(cdir)
         except FileNotFoundError:
-            raise RuntimeError_(f"container {cdir.name[:12]} was removed meanwhile") from None
+            return None
         if s.status == state.EXITED or s.status == state.CREATED:
             return s
         supervisor_alive = state.is_alive(s.supervisor_pid, s.supervisor_start)

@@ -333,7 +333,8 @@ def rm(g: Globals, force: bool, volumes: bool, containers_: tuple[str, ...]) -> 
                 if s.status == state.PAUSED:
                     cg.thaw()
             lifecycle.send_signal(s, signal.SIGKILL)
-            lifecycle.wait_recorded(cdir)
+            if lifecycle.wait_recorded(cdir) is None:
+                return  # a --rm container: its supervisor has removed it
         containers.remove(g.root, cdir, remove_volumes=volumes)
 
     _for_each(containers_, one)

@@ -186,6 +186,15 @@ def test_stop_lets_a_cooperative_process_exit_cleanly(pbs: Pybuild) -> None:
     assert pbs("logs", "nice").stdout == "ready\nbye\n"
 
 
+@pytest.mark.parametrize("how", [("stop", "-t", "5"), ("rm", "-f"), ("kill",)])
+def test_ending_a_detached_rm_container_is_not_an_error(pbs: Pybuild, how: tuple[str, ...]) -> None:
+    pbs("run", "-d", "--rm", "--name", "brief", "busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    proc = pbs(*how, "brief", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    wait_for(lambda: pbs("ps", "-aq").stdout == "", what="the --rm container to be removed")
+
+
 def test_supervisor_killed_is_reported_honestly(pbs: Pybuild, store: Path) -> None:
     pbs("run", "-d", "--name", "orphan", "busybox", "sleep", "300")
     cdir = next((store / "containers").glob("*/state.json")).parent
