@@ -1,10 +1,11 @@
 """Layer compression: media types, and streaming compressors and decompressors with pinned settings.
 
 zstd is the default (level 3, single-threaded, no checksum frame: the digest covers the content),
-so the same tar gives the same blob with the same zstd library. Single-threaded because
-python-zstandard's multithreaded mode cost three times the CPU in bench/store_bench.py, and on the
-2-core machines we target the other core is busy hashing the tar (layers._LayerSink). gzip is written on request (umoci and
-older registries need it) with zlib's fixed header (mtime 0), so it is reproducible too.
+so the same tar gives the same blob with the same zstd library, however the tar is cut into chunks.
+Single-threaded because zstd's multithreaded mode writes other bytes (and cost three times the CPU
+in bench/store_bench.py), and on the 2-core machines we target the other core is busy hashing the
+tar (layer_sink.LayerSink). gzip is written on request (umoci and older registries need it) with
+zlib's fixed header (mtime 0), so it is reproducible too.
 """
 
 from __future__ import annotations

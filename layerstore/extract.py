@@ -74,15 +74,16 @@ def split_name(name: bytes) -> tuple[bytes, ...]:
     """The components of an archive name, or UnsafeLayer if it could leave the target."""
     if not name:
         raise UnsafeLayer("empty entry name")
-    shown = show_name(name)
     if b"\0" in name:
-        raise UnsafeLayer(f"{shown}: NUL in entry name")
-    if name.startswith(b"/"):
-        raise UnsafeLayer(f"{shown}: absolute path in layer")
-    parts = tuple(p for p in name.split(b"/") if p not in (b"", b"."))
+        raise UnsafeLayer(f"{show_name(name)}: NUL in entry name")
+    if name[:1] == b"/":
+        raise UnsafeLayer(f"{show_name(name)}: absolute path in layer")
+    parts = name.split(b"/")
+    if b"" in parts or b"." in parts:
+        parts = [p for p in parts if p not in (b"", b".")]
     if b".." in parts:
-        raise UnsafeLayer(f"{shown}: '..' in path would leave the layer")
-    return parts
+        raise UnsafeLayer(f"{show_name(name)}: '..' in path would leave the layer")
+    return tuple(parts)
 
 
 class _Dirs:
@@ -95,8 +96,12 @@ class _Dirs:
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self._chain: list[list[object]] = []  # [name, fd or -1 when closed to save descriptors]
+        self._parts: tuple[bytes, ...] = ()  # the names along the chain
 
-    def open(self, parts: tuple[bytes, ...], *, create: bool, shown: str) -> int:
+    def open(self, parts: tuple[bytes, ...], *, create: bool, what: bytes) -> int:
+        """The descriptor of directory `parts`; `what` (the entry being extracted) names errors."""
+        if parts == self._parts and (not parts or self._chain[-1][1] != -1):
+            return self._chain[-1][1] if parts else self.root_fd  # type: ignore[return-value]  # same as last time
         k = 0
         while k < len(self._chain) and k < len(parts) and self._chain[k][0] == parts[k]:
             k += 1
@@ -104,12 +109,14 @@ class _Dirs:
             if fd != -1:
                 os.close(fd)  # type: ignore[arg-type]
         del self._chain[k:]
+        self._parts = parts[:k]
         if k and self._chain[k - 1][1] == -1:
             # an ancestor was closed to save descriptors: walk to it again from the root
-            self._chain[k - 1][1] = walk_dirs(self.root_fd, parts[:k], create=False, shown=shown)
+            self._chain[k - 1][1] = walk_dirs(self.root_fd, parts[:k], create=False, what=what)
         for name in parts[k:]:
             parent = self._chain[-1][1] if self._chain else self.root_fd
-            self._chain.append([name, open_dir(parent, name, create=create, shown=shown)])  # type: ignore[arg-type]
+            self._chain.append([name, open_dir(parent, name, create=create, what=what)])  # type: ignore[arg-type]
+            self._parts += (name,)
             if len(self._chain) > self.KEEP_OPEN:
                 old = self._chain[-self.KEEP_OPEN - 1]
                 if old[1] != -1:
@@ -118,16 +125,16 @@ class _Dirs:
         return self._chain[-1][1] if self._chain else self.root_fd  # type: ignore[return-value]
 
     def close(self) -> None:
-        self.open((), create=False, shown="")
+        self.open((), create=False, what=b"")
 
 
-def walk_dirs(root_fd: int, parts: tuple[bytes, ...], *, create: bool, shown: str) -> int:
+def walk_dirs(root_fd: int, parts: tuple[bytes, ...], *, create: bool, what: bytes) -> int:
     """A new descriptor for directory `parts` below `root_fd`, opened component by component
     without following symlinks (intermediate descriptors are closed on the way)."""
     fd = os.dup(root_fd)
     try:
         for name in parts:
-            nxt = open_dir(fd, name, create=create, shown=shown)
+            nxt = open_dir(fd, name, create=create, what=what)
             os.close(fd)
             fd = nxt
     except BaseException:
@@ -136,22 +143,51 @@ def walk_dirs(root_fd: int, parts: tuple[bytes, ...], *, create: bool, shown: st
     return fd
 
 
-def open_dir(parent: int, name: bytes, *, create: bool, shown: str) -> int:
+def open_dir(parent: int, name: bytes, *, create: bool, what: bytes) -> int:
     """Open directory `name` in `parent` without following a symlink; create it (0755) if absent
-    and `create`."""
+    and `create`. `what` (the entry being extracted) names errors."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         if not create:
-            raise UnsafeLayer(f"{shown}: {show_name(name)} does not exist in the layer") from None
+            raise UnsafeLayer(f"{show_name(what)}: {show_name(name)} does not exist in the layer") from None
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeLayer(f"{shown}: path goes through {show_name(name)}, which is not a directory (a symlink?)") from None
+            raise UnsafeLayer(
+                f"{show_name(what)}: path goes through {show_name(name)}, which is not a directory (a symlink?)"
+            ) from None
         raise
     os.mkdir(name, 0o700, dir_fd=parent)
     fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
     os.fchmod(fd, 0o755)
     return fd
+
+
+class _Context:
+    """What one extraction knows about its process: privileged or not, and the umask."""
+
+    def __init__(self, privileged: bool) -> None:
+        self.privileged = privileged
+        self.umask = _umask()
+
+    def creates_with_mode(self, mode: int) -> bool:
+        """Whether a file created with `mode & 0o777` gets exactly `mode`: no setuid, setgid or
+        sticky bit (chown would clear the first two), and nothing the umask takes away. Then no
+        fchmod is needed."""
+        return not (mode & 0o7000 or mode & 0o777 & self.umask)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, which other threads would
+    see); 0o777 (so every file gets its fchmod) where /proc does not say."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) -> Extracted:
@@ -160,8 +196,7 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
     `privileged` (default: running as root) decides ownership, device nodes and whiteouts.
     Raises UnsafeLayer (or another StoreError) on the first entry that breaks a rule.
     """
-    if privileged is None:
-        privileged = os.geteuid() == 0
+    ctx = _Context(os.geteuid() == 0 if privileged is None else privileged)
     root_fd = os.open(target, _DIR_FLAGS)
     dirs = _Dirs(root_fd)
     done = Extracted()
@@ -169,14 +204,14 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
         for entry in reader:
             done.entries += 1
             try:
-                _extract_one(entry, reader, dirs, done, privileged)
+                _extract_one(entry, reader, dirs, done, ctx)
             except OSError as e:
                 raise StoreError(f"{show_name(entry.name)}: cannot extract: {e.strerror}") from None
         dirs.close()
         for parts, entry in sorted(done.dirs, key=lambda d: -len(d[0])):
-            fd = os.dup(root_fd) if not parts else dirs.open(parts, create=False, shown=show_name(entry.name))
+            fd = os.dup(root_fd) if not parts else dirs.open(parts, create=False, what=entry.name)
             try:
-                _apply_metadata(fd, entry, privileged, done)
+                _apply_metadata(fd, entry, ctx, done)
             finally:
                 if not parts:
                     os.close(fd)
@@ -187,76 +222,99 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
     return done
 
 
-def _extract_one(entry: TarEntry, reader: TarReader, dirs: _Dirs, done: Extracted, privileged: bool) -> None:
-    shown = show_name(entry.name)
-    parts = split_name(entry.name)
-    if any(p.startswith(_AUFS_META) and p != OPAQUE_MARKER for p in parts):
-        log.debug("skipping aufs metadata %s", shown)
+def _extract_one(entry: TarEntry, reader: TarReader, dirs: _Dirs, done: Extracted, ctx: _Context) -> None:
+    name = entry.name
+    parts = split_name(name)
+    if _AUFS_META in name and any(p.startswith(_AUFS_META) and p != OPAQUE_MARKER for p in parts):
+        log.debug("skipping aufs metadata %s", show_name(name))
         return
     if not parts:
         if entry.type != DIRECTORY:
-            raise UnsafeLayer(f"{shown}: the layer root must be a directory")
+            raise UnsafeLayer(f"{show_name(name)}: the layer root must be a directory")
         done.dirs.append(((), entry))
         return
-    *parent, base = parts
-    if any(p.startswith(WHITEOUT_PREFIX) for p in parent):
-        raise UnsafeLayer(f"{shown}: a whiteout name cannot be a directory")
-    if entry.type == HARDLINK and base.startswith(WHITEOUT_PREFIX):
-        raise UnsafeLayer(f"{shown}: a whiteout cannot be a hardlink")
-    dir_fd = dirs.open(tuple(parent), create=True, shown=shown)
-    if base == OPAQUE_MARKER:
-        if not privileged:
-            raise UnsafeLayer(f"{shown}: opaque directories need root to unpack")
-        xattr.set(dir_fd, OPAQUE_XATTR, b"y")
-        return
+    parent, base = parts[:-1], parts[-1]
+    if WHITEOUT_PREFIX in name:
+        if any(p.startswith(WHITEOUT_PREFIX) for p in parent):
+            raise UnsafeLayer(f"{show_name(name)}: a whiteout name cannot be a directory")
+        if entry.type == HARDLINK and base.startswith(WHITEOUT_PREFIX):
+            raise UnsafeLayer(f"{show_name(name)}: a whiteout cannot be a hardlink")
+    dir_fd = dirs.open(parent, create=True, what=name)
     if base.startswith(WHITEOUT_PREFIX):
-        hidden = base[len(WHITEOUT_PREFIX):]
-        if hidden in (b"", b".", b"..") or hidden.startswith(WHITEOUT_PREFIX):
-            raise UnsafeLayer(f"{shown}: whiteout of {show_name(hidden) or 'nothing'!r} is not a plain name")
-        if not privileged:
-            raise UnsafeLayer(f"{shown}: overlay whiteouts need root to unpack")
-        _make_room(dir_fd, hidden, CHAR, shown)
-        os.mknod(hidden, stat.S_IFCHR | 0o000, 0, dir_fd=dir_fd)
+        _whiteout(dir_fd, base, name, ctx.privileged)
         return
-    _make_room(dir_fd, base, entry.type, shown)
-    if entry.type == DIRECTORY:
-        try:
-            os.mkdir(base, 0o700, dir_fd=dir_fd)
-        except FileExistsError:
-            pass  # seen before (implicitly or explicitly): metadata is applied last
-        done.dirs.append((parts, entry))
-    elif entry.type == REGULAR:
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    kind = entry.type
+    if kind == REGULAR:
+        fd = _create(dir_fd, base, entry, ctx)
         try:
             for chunk in reader.data():
                 _write_all(fd, chunk)
-            _apply_metadata(fd, entry, privileged, done)
+            _apply_metadata(fd, entry, ctx, done, mode_set=ctx.creates_with_mode(entry.mode))
         finally:
             os.close(fd)
-    elif entry.type == SYMLINK:
+    elif kind == DIRECTORY:
+        try:
+            os.mkdir(base, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            _make_room(dir_fd, base, DIRECTORY, name)  # a directory seen before is fine: metadata is applied last
+        done.dirs.append((parts, entry))
+    elif kind == SYMLINK:
         if not entry.linkname or b"\0" in entry.linkname:
-            raise UnsafeLayer(f"{shown}: symlink with an empty or NUL target")
+            raise UnsafeLayer(f"{show_name(name)}: symlink with an empty or NUL target")
+        _make_room(dir_fd, base, kind, name)
         os.symlink(entry.linkname, base, dir_fd=dir_fd)
-        if privileged:
+        if ctx.privileged:
             os.chown(base, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
         _utime(base, dir_fd, entry.mtime)
-    elif entry.type == HARDLINK:
-        _hardlink(entry, dirs, dir_fd, base, shown)
-    elif entry.type in (CHAR, BLOCKDEV, FIFO):
-        if entry.type != FIFO and not privileged:
+    elif kind == HARDLINK:
+        _make_room(dir_fd, base, kind, name)
+        _hardlink(entry, dirs, dir_fd, base)
+    elif kind in (CHAR, BLOCKDEV, FIFO):
+        if kind != FIFO and not ctx.privileged:
             done.skipped_devices += 1
-            log.info("%s: device node skipped (unprivileged)", shown)
+            log.info("%s: device node skipped (unprivileged)", show_name(name))
             return
-        kind = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[entry.type]
-        os.mknod(base, kind | 0o600, os.makedev(entry.devmajor, entry.devminor), dir_fd=dir_fd)
-        if privileged:
+        _make_room(dir_fd, base, kind, name)
+        node = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[kind]
+        os.mknod(base, node | 0o600, os.makedev(entry.devmajor, entry.devminor), dir_fd=dir_fd)
+        if ctx.privileged:
             os.chown(base, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
         os.chmod(base, stat.S_IMODE(entry.mode), dir_fd=dir_fd)  # ours, just made: not a symlink
         _set_xattrs(f"/proc/self/fd/{dir_fd}/{os.fsdecode(base)}", entry, done)
         _utime(base, dir_fd, entry.mtime)
 
 
-def _make_room(dir_fd: int, base: bytes, new_type: bytes, shown: str) -> None:
+def _whiteout(dir_fd: int, base: bytes, name: bytes, privileged: bool) -> None:
+    """`.wh..wh..opq` marks its directory opaque; `.wh.NAME` becomes the whiteout NAME."""
+    if base == OPAQUE_MARKER:
+        if not privileged:
+            raise UnsafeLayer(f"{show_name(name)}: opaque directories need root to unpack")
+        xattr.set(dir_fd, OPAQUE_XATTR, b"y")
+        return
+    hidden = base[len(WHITEOUT_PREFIX):]
+    if hidden in (b"", b".", b"..") or hidden.startswith(WHITEOUT_PREFIX):
+        raise UnsafeLayer(f"{show_name(name)}: whiteout of {show_name(hidden) or 'nothing'!r} is not a plain name")
+    if not privileged:
+        raise UnsafeLayer(f"{show_name(name)}: overlay whiteouts need root to unpack")
+    _make_room(dir_fd, hidden, CHAR, name)
+    os.mknod(hidden, stat.S_IFCHR | 0o000, 0, dir_fd=dir_fd)
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _create(dir_fd: int, base: bytes, entry: TarEntry, ctx: _Context) -> int:
+    """A new regular file `base` for `entry` (an earlier non-directory of that name is replaced:
+    tar semantics), created with the entry's permissions where the umask keeps them."""
+    mode = entry.mode & 0o777 if ctx.creates_with_mode(entry.mode) else 0o600
+    try:
+        return os.open(base, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        _make_room(dir_fd, base, REGULAR, entry.name)
+    return os.open(base, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+
+
+def _make_room(dir_fd: int, base: bytes, new_type: bytes, what: bytes) -> None:
     """Allow a later entry to replace an earlier non-directory of the same name (tar semantics);
     refuse a change between directory and non-directory."""
     try:
@@ -266,17 +324,20 @@ def _make_room(dir_fd: int, base: bytes, new_type: bytes, shown: str) -> None:
     if stat.S_ISDIR(st.st_mode) or new_type == DIRECTORY:
         if stat.S_ISDIR(st.st_mode) and new_type == DIRECTORY:
             return
-        raise UnsafeLayer(f"{shown}: entry replaces a {'directory' if stat.S_ISDIR(st.st_mode) else 'file'} of the same name")
+        raise UnsafeLayer(
+            f"{show_name(what)}: entry replaces a {'directory' if stat.S_ISDIR(st.st_mode) else 'file'} of the same name"
+        )
     os.unlink(base, dir_fd=dir_fd)
 
 
-def _hardlink(entry: TarEntry, dirs: _Dirs, dir_fd: int, base: bytes, shown: str) -> None:
+def _hardlink(entry: TarEntry, dirs: _Dirs, dir_fd: int, base: bytes) -> None:
+    shown = show_name(entry.name)
     target = split_name(entry.linkname)
     if not target:
         raise UnsafeLayer(f"{shown}: hardlink to the layer root")
     *tparent, tbase = target
     # A separate walk: the target's parents must be real directories of this layer too.
-    parent_fd = walk_dirs(dirs.root_fd, tuple(tparent), create=False, shown=shown)
+    parent_fd = walk_dirs(dirs.root_fd, tuple(tparent), create=False, what=entry.name)
     try:
         try:
             st = os.stat(tbase, dir_fd=parent_fd, follow_symlinks=False)
@@ -301,12 +362,15 @@ def _utime(base: bytes, dir_fd: int, mtime: int) -> None:
     os.utime(base, ns=(ns, ns), dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _apply_metadata(fd: int, entry: TarEntry, privileged: bool, done: Extracted) -> None:
-    """Owner, then mode (chown clears setuid bits), xattrs, times: on an open file or directory."""
-    if privileged:
+def _apply_metadata(fd: int, entry: TarEntry, ctx: _Context, done: Extracted, *, mode_set: bool = False) -> None:
+    """Owner, then mode (chown clears setuid bits), xattrs, times: on an open file or directory.
+    `mode_set`: the file was created with its mode already (see `_Context.creates_with_mode`)."""
+    if ctx.privileged:
         os.fchown(fd, entry.uid, entry.gid)
-    os.fchmod(fd, stat.S_IMODE(entry.mode))
-    _set_xattrs(fd, entry, done)
+    if not mode_set:
+        os.fchmod(fd, stat.S_IMODE(entry.mode))
+    if entry.xattrs:
+        _set_xattrs(fd, entry, done)
     ns = entry.mtime * 1_000_000_000
     os.utime(fd, ns=(ns, ns))
 

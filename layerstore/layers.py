@@ -19,18 +19,16 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from layerstore.atomic import fsync_dir
 from layerstore.blobs import Blobs, VerifyingReader
-from layerstore.compression import MEDIA_TYPES, Readable, compression_of, compressor, decompressor
+from layerstore.compression import MEDIA_TYPES, Readable, compression_of, decompressor
 from layerstore.digests import canonical_json, hex_of, load_json
 from layerstore.extract import Extracted, UnsafeLayer, extract
-from layerstore.layer_tar import write_tree
 from layerstore.layout import Layout
 from layerstore.locks import locked_ref
 from layerstore.oci import Descriptor
@@ -80,56 +78,6 @@ class HashingReader:
 
     @property
     def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
-
-
-class _LayerSink:
-    """tar bytes -> sha256 (diff_id) -> compressor -> `out` (which hashes the blob and writes it).
-
-    The three costs (hashing the tar, compressing it, hashing and writing the blob) all release the
-    GIL, so they run as a pipeline: hashing on one helper thread, compression here, the blob's hash
-    and write on another, each in order. At most MAX_PENDING chunks are in flight, which bounds
-    memory; `finish` waits for everything and re-raises the first error (e.g. a full disk)."""
-
-    MAX_PENDING = 8
-
-    def __init__(self, out: object, compression: str) -> None:
-        self._out = out
-        self._compressor = compressor(compression)
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="diff-id")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="blob-write")
-        self._pending: deque[Future[object]] = deque()
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def __call__(self, data: bytes | bytearray | memoryview) -> None:
-        chunk = data if isinstance(data, bytes) else bytes(data)  # write_tree gives bytes: no copy
-        self.size += len(chunk)
-        self._pending.append(self._hasher.submit(self.hash.update, chunk))
-        self._emit(self._compressor.compress(chunk))
-        while len(self._pending) > self.MAX_PENDING:
-            self._pending.popleft().result()
-
-    def _emit(self, z: bytes) -> None:
-        if z:
-            self._pending.append(self._writer.submit(self._out.write, z))  # type: ignore[attr-defined]
-
-    def finish(self) -> None:
-        self._emit(self._compressor.flush())
-        while self._pending:
-            self._pending.popleft().result()
-
-    def __enter__(self) -> _LayerSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for f in self._pending:
-            f.cancel()
-        self._hasher.shutdown()
-        self._writer.shutdown()
-
-    @property
-    def diff_id(self) -> str:
         return "sha256:" + self.hash.hexdigest()
 
 
@@ -205,7 +153,10 @@ class Layers:
         unpacked; either way `path` is gone afterwards. Raises WhiteoutNameError for a real `.wh.*`
         file, leaving `path` untouched.
         """
-        with self.blobs.writer() as out, _LayerSink(out, compression) as sink:
+        from layerstore.layer_sink import LayerSink
+        from layerstore.layer_tar import write_tree
+
+        with self.blobs.writer() as out, LayerSink(out, compression) as sink:
             write_tree(path, sink, source_date_epoch=source_date_epoch)
             sink.finish()
         layer = Layer(sink.diff_id, out.result.digest, out.result.size, MEDIA_TYPES[compression], sink.size)
@@ -241,7 +192,7 @@ class Layers:
         entry costs a recompression, never correctness). Serialized by the record's lock."""
         path = self.layout.layer_record(layer.diff_id)
         with locked_ref(path) as held:
-            doc = _parse_record(held.current, path) if held.current else {"diff_id": layer.diff_id, "blobs": []}
+            doc: dict[str, Any] = _parse_record(held.current, path) if held.current else {"diff_id": layer.diff_id, "blobs": []}
             if any(b["digest"] == layer.digest for b in doc["blobs"]):
                 return
             doc["blobs"].append({"digest": layer.digest, "mediaType": layer.media_type, "size": layer.size})
@@ -271,7 +222,9 @@ class Layers:
         found = self.known(layer.diff_id, compression)
         if found is not None:
             return found
-        with self.open_tar(layer) as tar, self.blobs.writer() as out, _LayerSink(out, compression) as sink:
+        from layerstore.layer_sink import LayerSink
+
+        with self.open_tar(layer) as tar, self.blobs.writer() as out, LayerSink(out, compression) as sink:
             while chunk := tar.read(1 << 20):
                 sink(chunk)
             sink.finish()
@@ -330,8 +283,10 @@ class Layers:
 
 
 def extract_into(stream: Readable, target: Path) -> Extracted:
-    """Extract the tar read from `stream` into the empty directory `target` (see `extract`)."""
-    return extract(TarReader(stream), target)
+    """Extract the tar read from `stream` into the empty directory `target` (see `extract`). The
+    tar is read ahead in large pieces: the stream may have been read past the end-of-archive
+    blocks, so callers read it to its end afterwards (as both digests need anyway)."""
+    return extract(TarReader(stream, read_ahead=True), target)
 
 
 def _raise_if_damaged(raw: VerifyingReader, layer: Layer) -> None:
@@ -344,7 +299,7 @@ def _raise_if_damaged(raw: VerifyingReader, layer: Layer) -> None:
         return
 
 
-def _parse_record(text: str, path: Path) -> dict:  # type: ignore[type-arg]
+def _parse_record(text: str, path: Path) -> dict[str, Any]:
     doc = load_json(text.encode(), str(path))
     if not isinstance(doc, dict) or not isinstance(doc.get("blobs"), list):
         raise StoreError(f"{path}: malformed layer record")

@@ -13,6 +13,7 @@ limit; every failure is a `TarFormatError` naming the entry.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,7 +39,6 @@ _GNU_LONGLINK = b"K"
 ENTRY_TYPES = frozenset({REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO})
 
 XATTR_PREFIX = "SCHILY.xattr."
-_OCTAL_LIMITS = {"mode": 8, "uid": 8, "gid": 8, "size": 12, "mtime": 12, "devmajor": 8, "devminor": 8}
 
 
 class _Readable(Protocol):
@@ -80,20 +80,34 @@ END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 
 def encode_header(e: TarEntry) -> bytes:
     """The header block(s) for `e`: an optional pax header (with its data) and the ustar block."""
-    name = e.name + b"/" if e.type == DIRECTORY else e.name
+    return encode_fields(e.name, e.type, e.mode, e.uid, e.gid, e.size, e.mtime, e.linkname, e.devmajor, e.devminor, e.xattrs)
+
+
+def encode_fields(
+    name: bytes, type_: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, size: int = 0, mtime: int = 0,
+    linkname: bytes = b"", devmajor: int = 0, devminor: int = 0, xattrs: tuple[tuple[str, bytes], ...] = (),
+) -> bytes:
+    """`encode_header` of the entry with these fields, without building a TarEntry (committing a
+    tree encodes one header per file, and most need no pax header: that case is the short path)."""
+    if type_ == DIRECTORY:
+        name += b"/"
+    if (
+        not xattrs and len(name) <= 100 and len(linkname) <= 100 and name.isascii() and linkname.isascii()
+        and uid < _ID_LIMIT and gid < _ID_LIMIT and size < _NUMBER_LIMIT and 0 <= mtime < _NUMBER_LIMIT
+    ):
+        return _ustar(name, type_, mode, uid, gid, size, mtime, linkname, devmajor, devminor)
     pax: list[tuple[bytes, bytes]] = []
     binary = False
-    for key, value, width in (("path", name, 100), ("linkpath", e.linkname, 100)):
-        if len(value) > width or not value.isascii():
-            pax.append((key.encode(), value))
+    for key, value in ((b"path", name), (b"linkpath", linkname)):
+        if len(value) > 100 or not value.isascii():
+            pax.append((key, value))
             binary = binary or not _is_utf8(value)
-    numbers = {"uid": e.uid, "gid": e.gid, "size": e.size, "mtime": e.mtime}
-    for key, value in numbers.items():
-        if value >= 8 ** (_OCTAL_LIMITS[key] - 1):
-            pax.append((key.encode(), str(value).encode()))
-    for key, value in e.xattrs:
-        pax.append(((XATTR_PREFIX + key).encode(), value))
-        binary = binary or not _is_utf8(value)
+    for nkey, number, limit in ((b"uid", uid, _ID_LIMIT), (b"gid", gid, _ID_LIMIT), (b"size", size, _NUMBER_LIMIT), (b"mtime", mtime, _NUMBER_LIMIT)):
+        if number >= limit:
+            pax.append((nkey, str(number).encode()))
+    for xkey, xvalue in xattrs:
+        pax.append(((XATTR_PREFIX + xkey).encode(), xvalue))
+        binary = binary or not _is_utf8(xvalue)
     out = b""
     if pax:
         if binary:
@@ -101,7 +115,7 @@ def encode_header(e: TarEntry) -> bytes:
         data = b"".join(_pax_record(k, v) for k, v in pax)
         out = _ustar(b"././@PaxHeader", _PAX, 0o644, 0, 0, len(data), 0, b"", 0, 0)
         out += data + b"\0" * padding(len(data))
-    return out + _ustar(name, e.type, e.mode, e.uid, e.gid, e.size, e.mtime, e.linkname, e.devmajor, e.devminor)
+    return out + _ustar(name, type_, mode, uid, gid, size, mtime, linkname, devmajor, devminor)
 
 
 def _is_utf8(b: bytes) -> bool:
@@ -120,27 +134,40 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
-# name, numbers (mode uid gid size mtime), chksum, type, linkname, magic+version, uname, gname,
-# devmajor devminor, prefix, pad: 512 bytes
-_USTAR = struct.Struct("100s48s8sc100s8s32s32s16s155s12s")
-_LIMITS = (8**7, 8**7, 8**7, 8**11, 8**11)
+# A ustar block is name and numbers (mode uid gid size mtime), the checksum, then type, linkname,
+# magic+version, uname, gname, devmajor devminor, prefix and padding: 512 bytes.
+_HEAD = struct.Struct("100s48s")
+_REST = struct.Struct("c100s8s32s32s16s155s12s")
+_ID_LIMIT = 8**7  # an octal field of 8 (mode, uid, gid, devmajor, devminor)
+_NUMBER_LIMIT = 8**11  # an octal field of 12 (size, mtime)
+_MAGIC = b"ustar\x0000"
+_CHECKSUM_SPACES = 8 * 0x20  # the checksum is summed as if its own field were 8 spaces
 
 
 def _ustar(
     name: bytes, type_: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
     linkname: bytes, devmajor: int, devminor: int,
 ) -> bytes:
-    numbers = [mode & 0o7777, uid, gid, size, max(mtime, 0)]
-    for i, limit in enumerate(_LIMITS):
-        if numbers[i] >= limit:
-            numbers[i] = 0  # the pax header carries it
-    devs = [d if d < 8**7 else 0 for d in (devmajor, devminor)]
-    h = _USTAR.pack(
-        name[:100], b"%07o\0%07o\0%07o\0%011o\0%011o\0" % tuple(numbers), b"        ", type_, linkname[:100],
-        b"ustar\x0000", b"", b"",  # uname and gname stay empty: ids are numeric
-        b"%07o\0%07o\0" % tuple(devs), b"", b"",
+    """One ustar block; a number too large for its field is written as 0 (the pax header carries it)."""
+    head = _HEAD.pack(
+        name[:100],
+        b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+            mode & 0o7777, uid if uid < _ID_LIMIT else 0, gid if gid < _ID_LIMIT else 0,
+            size if size < _NUMBER_LIMIT else 0, mtime if 0 <= mtime < _NUMBER_LIMIT else 0,
+        ),
     )
-    return h[:148] + b"%06o\0 " % sum(h) + h[156:]
+    rest = _REST.pack(
+        type_, linkname[:100], _MAGIC, b"", b"",  # uname and gname stay empty: ids are numeric
+        b"%07o\0%07o\0" % (devmajor if devmajor < _ID_LIMIT else 0, devminor if devminor < _ID_LIMIT else 0), b"", b"",
+    )
+    return b"%s%06o\0 %s" % (head, _byte_sum(head) + _CHECKSUM_SPACES + _byte_sum(rest), rest)
+
+
+def _byte_sum(data: bytes | memoryview) -> int:
+    """sum(data), in C: adler32's low half is 1 + the byte sum modulo 65521, and neither part of a
+    ustar block reaches that (the head is 148 bytes; of the rest only the 100-byte linkname is free
+    text, the other fields are a type byte, the magic and octal digits)."""
+    return (zlib.adler32(data) & 0xFFFF) - 1
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -167,31 +194,36 @@ def decode_header(block: bytes, offset: int) -> RawHeader | None:
 
     `offset` (of the block in the uncompressed stream) only goes into error messages.
     """
-    if block.count(0) == BLOCK:
+    fields = _decode(block, offset)
+    return None if fields is None else RawHeader(*fields)
+
+
+_ZERO_BLOCK = bytes(BLOCK)
+# name mode uid gid size mtime chksum type linkname magic version uname gname devmajor devminor prefix pad
+_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12s")
+
+
+def _decode(block: bytes, offset: int) -> tuple[bytes, bytes, int, int, int, int, int, bytes, int, int] | None:
+    """`decode_header`'s fields as a tuple in RawHeader's order (the reader's path: no object)."""
+    if block == _ZERO_BLOCK:
         return None
-    stored = _number(block[148:156], "checksum", offset)
-    actual = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
-    if stored != actual:
+    name, mode, uid, gid, size, mtime, chksum, type_, linkname, magic, _, _, _, major, minor, prefix, _ = _FIELDS.unpack(block)
+    view = memoryview(block)
+    # three parts, each short enough for _byte_sum (at most 256 bytes)
+    actual = _byte_sum(view[:148]) + _CHECKSUM_SPACES + _byte_sum(view[156:412]) + _byte_sum(view[412:])
+    if _number(chksum, "checksum", offset) != actual:
         raise TarFormatError(f"tar header at byte {offset}: bad checksum (not a tar archive, or damaged)")
-    name = _cstring(block[0:100])
-    if block[257:262] == b"ustar":
-        prefix = _cstring(block[345:500])
+    name = _cstring(name)
+    if magic[:5] == b"ustar":
+        prefix = _cstring(prefix)
         if prefix:
             name = prefix + b"/" + name
-    type_ = block[156:157]
     if type_ in (b"\0", _CONTIGUOUS):
         type_ = REGULAR
-    return RawHeader(
-        name=name,
-        type=type_,
-        mode=_number(block[100:108], "mode", offset),
-        uid=_number(block[108:116], "uid", offset),
-        gid=_number(block[116:124], "gid", offset),
-        size=_number(block[124:136], "size", offset),
-        mtime=_number(block[136:148], "mtime", offset),
-        linkname=_cstring(block[157:257]),
-        devmajor=_number(block[329:337], "devmajor", offset),
-        devminor=_number(block[337:345], "devminor", offset),
+    return (
+        name, type_, _number(mode, "mode", offset), _number(uid, "uid", offset), _number(gid, "gid", offset),
+        _number(size, "size", offset), _number(mtime, "mtime", offset), _cstring(linkname),
+        _number(major, "devmajor", offset), _number(minor, "devminor", offset),
     )
 
 
@@ -201,6 +233,10 @@ def _cstring(b: bytes) -> bytes:
 
 
 def _number(field_: bytes, what: str, offset: int) -> int:
+    try:
+        return int(field_.rstrip(b"\0"), 8)  # the usual form: octal digits, then NULs
+    except ValueError:
+        pass
     if field_[:1] in (b"\x80", b"\xff"):  # GNU base-256
         value = int.from_bytes(field_[1:], "big")
         return -((1 << (8 * (len(field_) - 1))) - value) if field_[:1] == b"\xff" else value
@@ -254,25 +290,46 @@ class TarReader:
 
     Iterate for `TarEntry` values (extended headers applied, names without a trailing slash); after
     each, `data()` yields that member's contents in chunks (what is not read is skipped). The
-    reader stops at the end-of-archive marker and leaves the rest of the stream unread.
+    reader stops at the end-of-archive marker and leaves the rest of the stream unread, unless
+    `read_ahead`: then it reads the stream in `chunk`-sized pieces and serves headers and small
+    members from them (one read call per megabyte rather than three per entry), and may have
+    consumed up to `chunk` bytes past the end-of-archive marker; for callers that drain the
+    stream afterwards anyway.
     """
 
-    def __init__(self, stream: _Readable, *, chunk: int = 1 << 20) -> None:
+    def __init__(self, stream: _Readable, *, chunk: int = 1 << 20, read_ahead: bool = False) -> None:
         self._f = stream
         self._chunk = chunk
+        self._read_ahead = read_ahead
+        self._buf = b""  # read ahead, not yet served: self._buf[self._pos:]
+        self._pos = 0
         self.offset = 0
         self._remaining = 0  # data bytes of the current member not yet read
         self._pad = 0
 
     def _read(self, n: int) -> bytes:
-        parts = []
-        want = n
+        buffered = len(self._buf) - self._pos
+        if buffered >= n:
+            b = self._buf[self._pos : self._pos + n]
+            self._pos += n
+            self.offset += n
+            return b
+        parts = [self._buf[self._pos :]] if buffered else []
+        self._buf, self._pos = b"", 0
+        want = n - buffered
         while want:
-            b = self._f.read(want)
-            if not b:
+            if self._read_ahead and want < self._chunk:
+                more = self._f.read(self._chunk)
+                if len(more) > want:
+                    self._buf, self._pos = more, want
+                    parts.append(more[:want])
+                    break
+            else:
+                more = self._f.read(want)
+            if not more:
                 raise TarFormatError(f"tar stream truncated at byte {self.offset + n - want}")
-            parts.append(b)
-            want -= len(b)
+            parts.append(more)
+            want -= len(more)
         self.offset += n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -285,7 +342,9 @@ class TarReader:
 
     def data(self) -> Iterator[bytes]:
         while self._remaining:
-            b = self._read(min(self._remaining, self._chunk))
+            # what was read ahead first, then whole chunks straight from the stream
+            buffered = len(self._buf) - self._pos
+            b = self._read(min(self._remaining, self._chunk, buffered or self._chunk))
             self._remaining -= len(b)
             yield b
 
@@ -296,47 +355,44 @@ class TarReader:
         while True:
             self._skip_rest()
             at = self.offset
-            h = decode_header(self._read(BLOCK), at)
+            h = _decode(self._read(BLOCK), at)
             if h is None:
                 return
-            if h.size < 0:
+            name, type_, mode, uid, gid, size, mtime, linkname, devmajor, devminor = h
+            if size < 0:
                 raise TarFormatError(f"tar header at byte {at}: negative size")
-            if h.type in (_PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
-                if h.size > MAX_EXTENDED_HEADER:
-                    raise TarFormatError(f"tar header at byte {at}: extended header of {h.size} bytes is too large")
-                data = self._read(h.size)
-                self._read(padding(h.size))
-                if h.type == _PAX:
+            if type_ in (_PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
+                if size > MAX_EXTENDED_HEADER:
+                    raise TarFormatError(f"tar header at byte {at}: extended header of {size} bytes is too large")
+                data = self._read(size)
+                self._read(padding(size))
+                if type_ == _PAX:
                     pax.update(parse_pax(data, at))
-                elif h.type == _GNU_LONGNAME:
+                elif type_ == _GNU_LONGNAME:
                     longname = _cstring(data)
-                elif h.type == _GNU_LONGLINK:
+                elif type_ == _GNU_LONGLINK:
                     longlink = _cstring(data)
                 continue  # global headers carry nothing we apply
-            name = pax.get("path", longname if longname is not None else h.name)
-            linkname = pax.get("linkpath", longlink if longlink is not None else h.linkname)
-            xattrs = tuple(sorted((k[len(XATTR_PREFIX):], v) for k, v in pax.items() if k.startswith(XATTR_PREFIX)))
-            size = pax_int(pax, "size", h.size, at)
-            entry = TarEntry(
-                name=name.rstrip(b"/") if h.type == DIRECTORY else name,
-                type=h.type,
-                mode=h.mode,
-                uid=pax_int(pax, "uid", h.uid, at),
-                gid=pax_int(pax, "gid", h.gid, at),
-                size=size if h.type in (REGULAR, _CONTIGUOUS) else 0,
-                mtime=pax_int(pax, "mtime", h.mtime, at),
-                linkname=linkname,
-                devmajor=h.devmajor,
-                devminor=h.devminor,
-                xattrs=xattrs,
-            )
-            if entry.type not in ENTRY_TYPES:
-                raise TarFormatError(f"{show_name(name)}: unsupported tar entry type {h.type!r}")
+            xattrs: tuple[tuple[str, bytes], ...] = ()
+            if pax or longname is not None or longlink is not None:
+                name = pax.get("path", longname if longname is not None else name)
+                linkname = pax.get("linkpath", longlink if longlink is not None else linkname)
+                xattrs = tuple(sorted((k[len(XATTR_PREFIX):], v) for k, v in pax.items() if k.startswith(XATTR_PREFIX)))
+                size = pax_int(pax, "size", size, at)
+                uid = pax_int(pax, "uid", uid, at)
+                gid = pax_int(pax, "gid", gid, at)
+                mtime = pax_int(pax, "mtime", mtime, at)
+            if type_ not in ENTRY_TYPES:
+                raise TarFormatError(f"{show_name(name)}: unsupported tar entry type {type_!r}")
             if size < 0:
                 raise TarFormatError(f"{show_name(name)}: negative size")
+            entry = TarEntry(
+                name.rstrip(b"/") if type_ == DIRECTORY else name, type_, mode, uid, gid,
+                size if type_ == REGULAR else 0, mtime, linkname, devmajor, devminor, xattrs,
+            )
             # hardlinks and others may still declare data; it is skipped
-            self._remaining = entry.size if entry.type == REGULAR else size
-            self._pad = padding(self._remaining)
+            self._remaining = size
+            self._pad = padding(size)
             pax, longname, longlink = {}, None, None
             yield entry
 

@@ -13,7 +13,7 @@ import xattr
 from layerstore.layer_tar import WhiteoutNameError
 from layerstore.layers import Layer, remove_tree
 from layerstore.store import Store
-from tests.layerstore.helpers import make_tree, snapshot
+from tests.layerstore.helpers import make_tree, make_varied_tree, snapshot
 
 
 def _list(store: Store, layer: Layer) -> list[str]:
@@ -150,3 +150,31 @@ def test_deep_tree_commits_without_recursion_limit(tmp_path: Path) -> None:
             remove_tree(path, store.tmp)
             remove_tree(store.layout.unpacked, store.tmp)
     assert not path.exists()
+
+
+# The layers the code before the commit speed-up (at 6b389c4) made of `make_varied_tree`:
+# (source_date_epoch, compression) -> (diff_id, blob digest). The tar, and the compressed bytes,
+# must stay exactly these: stored images keep their digests across pybuild versions.
+_VARIED_LAYERS = {
+    (None, "zstd"): ("28ad27a33eb9fabb450c177010a29babf428f782bd9c85ebf46a031c0ff4240f",
+                     "3730f0d102076dd3275016894a90bd3b0ae7312ff9de8b1d36cd412da1c9a16a"),
+    (None, "gzip"): ("28ad27a33eb9fabb450c177010a29babf428f782bd9c85ebf46a031c0ff4240f",
+                     "58bbc3fb10943ad1c920d2ab300e862fc949974ee65bdef16af07c9d000257af"),
+    (1_700_000_100, "zstd"): ("5b8678f73c6404fce508b8e663afec8ea155defe65910bb485558f8e74795c6d",
+                              "14b156370872b49a85f78edd066e2a80dd76ba3e205532e060bb4cefb0895784"),
+    (1_700_000_100, "gzip"): ("5b8678f73c6404fce508b8e663afec8ea155defe65910bb485558f8e74795c6d",
+                              "20b856716daf7edfe09e9df373bcd5cbe837abfc4ac11ffbc7d2a133b20626b3"),
+}
+
+
+@pytest.mark.root
+def test_varied_tree_gives_the_same_bytes_as_before(tmp_path: Path) -> None:
+    tree = make_varied_tree(tmp_path / "tree")
+    with Store.open(tmp_path / "s") as store:
+        for (epoch, compression), (diff_hex, digest_hex) in _VARIED_LAYERS.items():
+            layer = store.layers.commit_dir(tree, source_date_epoch=epoch, compression=compression)
+            assert (layer.diff_id, layer.digest) == ("sha256:" + diff_hex, "sha256:" + digest_hex), (epoch, compression)
+        # and back: the unpacked layer commits to the same bytes again
+        layer = store.layers.known("sha256:" + _VARIED_LAYERS[(None, "zstd")][0], "zstd")
+        assert layer is not None
+        assert store.layers.commit_dir(store.layers.unpack(layer)).diff_id == layer.diff_id

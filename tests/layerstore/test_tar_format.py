@@ -102,3 +102,30 @@ def test_unsupported_entry_type_is_refused() -> None:
     header[148:156] = b"%06o\0 " % sum(header)
     with pytest.raises(TarFormatError, match="unsupported tar entry type"):
         list(TarReader(io.BytesIO(bytes(header) + END_OF_ARCHIVE)))
+
+
+class _Trickle(io.BytesIO):
+    """A stream that returns at most `most` bytes per read, as pipes and decompressors may."""
+
+    def __init__(self, data: bytes, most: int) -> None:
+        super().__init__(data)
+        self.most = most
+
+    def read(self, n: int | None = -1, /) -> bytes:
+        return super().read(self.most if n is None or n < 0 else min(n, self.most))
+
+
+@pytest.mark.parametrize("chunk", [512, 700, 4096, 1 << 20])
+@pytest.mark.parametrize("most", [100, 1 << 20])
+def test_reading_ahead_gives_the_same_entries_and_data(chunk: int, most: int) -> None:
+    members = [(TarEntry(name=b"d", type=DIRECTORY, mode=0o755), b"")]
+    for i, size in enumerate((0, 1, 511, 512, 513, 699, 700, 701, 5000, 70_000)):
+        data = bytes((i * 7 + j) % 251 for j in range(size))
+        members.append((TarEntry(name=b"d/f%d" % i + b"x" * (i * 40), type=REGULAR, size=size, xattrs=(("user.i", b"%d" % i),) if i % 3 else ()), data))
+    blob = _archive(members) + b"trailing bytes after the end of the archive"
+    expected = _with_data(TarReader(io.BytesIO(blob)))
+    assert expected == members
+    assert _with_data(TarReader(_Trickle(blob, most), chunk=chunk, read_ahead=True)) == expected
+    # members left unread are skipped alike
+    ahead = TarReader(_Trickle(blob, most), chunk=chunk, read_ahead=True)
+    assert [e.name for e in ahead] == [e.name for e, _ in members]
