@@ -353,11 +353,28 @@ class _ResumingBody:
                 return data
             if self._resumes >= BLOB_RESUMES:
                 return b""  # the VerifyingReader reports the truncation
-            self._resumes += 1
-            self._resp.close()
-            time.sleep(backoff_delay(self._resumes - 1, None))
-            log.debug("%s: resuming at byte %d", self.what, self.count)
-            self._resp = self._open(self.count)
+            self._resume()
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """`read`, into the caller's (reused) buffer: as many bytes as fit, 0 at the end."""
+        while True:
+            try:
+                n = self._resp.readinto(buf)
+            except TransientError:
+                n = 0
+            if n or self.count >= self.size:
+                self.count += n
+                return n
+            if self._resumes >= BLOB_RESUMES:
+                return 0  # the caller's size check reports the truncation
+            self._resume()
+
+    def _resume(self) -> None:
+        self._resumes += 1
+        self._resp.close()
+        time.sleep(backoff_delay(self._resumes - 1, None))
+        log.debug("%s: resuming at byte %d", self.what, self.count)
+        self._resp = self._open(self.count)
 
     def close(self) -> None:
         self._resp.close()

@@ -117,6 +117,18 @@ class Response:
         except (OSError, http.client.HTTPException) as e:
             raise TransientError(f"{_short(self.url)}: reading the body failed: {e}") from None
 
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Fill `buf` from a streamed body as far as it goes (fewer bytes only at its end); 0 at
+        the end. No new bytes object per read: the caller reuses its buffers."""
+        if self.raw is None:
+            raise RegistryError("response body is not streamed")
+        try:
+            return self.raw.readinto(buf)
+        except http.client.IncompleteRead:
+            raise TransientError(f"{_short(self.url)}: connection closed mid-body") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise TransientError(f"{_short(self.url)}: reading the body failed: {e}") from None
+
     def close(self) -> None:
         if self._release is not None:
             self._release()
@@ -136,10 +148,18 @@ class _Pool:
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._timeout = timeout
-        self._ctx = ssl.create_default_context()
-        if not tls_verify:
-            self._ctx.check_hostname = False
-            self._ctx.verify_mode = ssl.CERT_NONE
+        self._tls_verify = tls_verify
+        self._ctx: ssl.SSLContext | None = None  # made on first https use: loading CAs costs ~20 ms
+
+    def _context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ctx is None:
+                ctx = ssl.create_default_context()
+                if not self._tls_verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                self._ctx = ctx
+            return self._ctx
 
     def get(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -150,7 +170,8 @@ class _Pool:
 
     def get_new(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool]:
         if scheme == "https":
-            return http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ctx, blocksize=BLOCK), False
+            return http.client.HTTPSConnection(host, timeout=self._timeout, context=self._context(),
+                                              blocksize=BLOCK), False
         return http.client.HTTPConnection(host, timeout=self._timeout, blocksize=BLOCK), False
 
     def put(self, scheme: str, host: str, conn: http.client.HTTPConnection) -> None:

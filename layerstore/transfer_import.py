@@ -15,9 +15,8 @@ import errno
 import hashlib
 import logging
 import os
-import queue
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +24,18 @@ from layerstore.atomic import fsync_dir
 from layerstore.compression import sniff
 from layerstore.digests import load_json
 from layerstore.images import Image
-from layerstore.layers import HashingReader, Layer, extract_into, remove_tree
+from layerstore.layers import Layer, remove_tree
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
 from layerstore.transfer_media import layer_compression
-from layerstore.transfer_verify import CHUNK, BoundedDecompressor, Readable, SizeMismatch, expansion_limit, hasher_for
+from layerstore.transfer_tee import BUFFER, DEPTH, BufferPool, LayerTee
+from layerstore.transfer_verify import CHUNK, Readable, SizeMismatch, expansion_limit, hasher_for
 from pybuild.errors import DigestMismatch, StoreError
 
 log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+HEAD = 1024  # the first bytes of a blob that say whether it is a layer (looks_like_layer)
 
 
 @dataclass(frozen=True)
@@ -50,73 +51,6 @@ class Staged:
     diff_id: str
     uncompressed_size: int
     unpacked: Path | None = None
-
-
-class _LayerTee:
-    """Compressed layer chunks in through `write`; a helper thread decompresses them (bounded),
-    hashes the tar (the diff_id) and extracts it with the store's safe extractor into `target`, so
-    a hostile layer is refused here, before anything is published. At most `_DEPTH` chunks wait,
-    so memory stays flat."""
-
-    _DEPTH = 8
-
-    def __init__(self, compression: str, limit: int, what: str, target: Path | None) -> None:
-        self._q: queue.Queue[bytes | None] = queue.Queue(self._DEPTH)
-        self._buf = b""
-        self._eof = False
-        self.error: BaseException | None = None
-        self.target = target
-        self._tar = HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
-        self._thread = threading.Thread(target=self._run, args=(compression, limit, what), daemon=True,
-                                        name="layer-tee")
-        self._thread.start()
-
-    def read(self, n: int = -1) -> bytes:  # the decompressor's source, on the helper thread
-        while not self._buf and not self._eof:
-            item = self._q.get()
-            if item is None:
-                self._eof = True
-            else:
-                self._buf = item
-        take = len(self._buf) if n is None or n < 0 else n
-        out, self._buf = self._buf[:take], self._buf[take:]
-        return out
-
-    def _run(self, compression: str, limit: int, what: str) -> None:
-        try:
-            tar = self._tar
-            if self.target is not None:
-                self.target.mkdir()
-                os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
-                try:
-                    extract_into(tar, self.target)
-                except StoreError as e:
-                    raise type(e)(f"{what}: {e.message}", hint=e.hint) from None
-            while tar.read(CHUNK):  # what follows the end-of-archive blocks is part of the diff_id
-                pass
-        except BaseException as e:  # noqa: BLE001 - handed to the writer thread in write/finish
-            self.error = e
-        finally:
-            while not self._eof:  # keep the producer from blocking on a full queue
-                if self._q.get() is None:
-                    self._eof = True
-
-    def write(self, chunk: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self._q.put(chunk)
-
-    def finish(self) -> tuple[str, int]:
-        self._q.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        return "sha256:" + self._tar.hash.hexdigest(), self._tar.size
-
-    def abort(self) -> None:
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
 
 
 def looks_like_layer(head: bytes) -> str | None:
@@ -139,6 +73,7 @@ class Staging:
         self.blobs: dict[str, Staged] = {}
         self._lock = threading.Lock()
         self._n = 0
+        self._spare: list[bytearray] = []  # download buffers, reused by the next blob
 
     def __enter__(self) -> Staging:
         return self
@@ -151,36 +86,44 @@ class Staging:
               extract: bool = True) -> Staged:
         """Write `source` (a reader, or an iterable of chunks) to a staged file and hash it; when
         `layer` and its first bytes look like a layer (gzip, zstd, tar), also decompress it (bounded)
-        and extract it (safely) on the side, for its diff_id and its unpacked directory. With
-        `expected` (and `expected_size`) the content must be that blob, or DigestMismatch/SizeMismatch."""
+        and extract it (safely) on the side, for its diff_id and its unpacked directory: one pass,
+        nothing is read back. With `expected` (and `expected_size`) the content must be that blob,
+        or DigestMismatch/SizeMismatch; the size is checked as the bytes arrive."""
         with self._lock:
             self._n += 1
             path = self.dir / f"blob-{self._n}"
-        chunks = _chunks(source)
+        pool = BufferPool(DEPTH, BUFFER, self._spare, self._lock) if hasattr(source, "readinto") else None
         h = hasher_for(expected, what) if expected else hashlib.sha256()
         count = 0
-        tee: _LayerTee | None = None
+        tee: LayerTee | None = None
         compression = "none"
         try:
-            with open(path, "wb") as f:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
                 first = True
-                for chunk in chunks:
+                for data, n in _pieces(source, pool):
+                    view = memoryview(data)[:n]
                     if first:
                         first = False
-                        kind = looks_like_layer(chunk) if layer else None
+                        kind = looks_like_layer(bytes(view[:1024])) if layer else None
                         if kind is not None:
                             compression = kind
-                            limit = expansion_limit(max(size_hint, expected_size or 0, len(chunk)))
+                            limit = expansion_limit(max(size_hint, expected_size or 0, n))
                             target = path.with_name(path.name + ".unpacked") if extract else None
-                            tee = _LayerTee(kind, limit, what, target)
-                    count += len(chunk)
+                            tee = LayerTee(kind, limit, what, target, pool)
+                    count += n
                     if expected_size is not None and count > expected_size:
                         raise SizeMismatch(what, expected=expected_size, got=f"more than {expected_size} bytes")
-                    h.update(chunk)
-                    f.write(chunk)
+                    h.update(view)
+                    _write_all(fd, view)
+                    view.release()
                     if tee is not None:
-                        tee.write(chunk)
-                os.fsync(f.fileno())
+                        tee.write(data, n, lent=pool is not None)
+                    elif pool is not None:
+                        pool.put(data)  # type: ignore[arg-type]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             digest = f"{(expected or 'sha256:').split(':')[0]}:{h.hexdigest()}"
             if expected_size is not None and count != expected_size:
                 raise SizeMismatch(what, expected=expected_size, got=f"{count} bytes")
@@ -194,6 +137,9 @@ class Staging:
                     remove_tree(tee.target, self.store.tmp)
             path.unlink(missing_ok=True)
             raise
+        finally:
+            if pool is not None:
+                pool.close()
         staged = Staged(path, digest, count, compression, diff_id, usize, tee.target if tee else None)
         with self._lock:
             self.blobs.setdefault(digest, staged)
@@ -316,9 +262,41 @@ def _adopt_unpacked(store: Store, unpacked: Path, diff_id: str) -> None:
     fsync_dir(dest.parent)
 
 
-def _chunks(source: Readable | Iterable[bytes]) -> Iterable[bytes]:
+def _pieces(source: Readable | Iterable[bytes], pool: BufferPool | None) -> Iterator[tuple[bytes | bytearray, int]]:
+    """(data, length) pieces of `source`: read into the pool's buffers when there is a pool (the
+    consumer gives each buffer back), else chunks as the reader or iterable gives them. The first
+    piece holds at least HEAD bytes (or the whole stream), for `looks_like_layer`."""
+    if pool is not None:
+        readinto = source.readinto  # type: ignore[union-attr]
+        first = True
+        while True:
+            buf = pool.get()
+            n = readinto(buf)
+            while first and 0 < n < HEAD and (more := readinto(memoryview(buf)[n:])):
+                n += more
+            first = False
+            if not n:
+                pool.put(buf)
+                return
+            yield buf, n
     if hasattr(source, "read"):
-        reader: Readable = source  # type: ignore[assignment]
-        return iter(lambda: reader.read(CHUNK), b"")
-    return source  # type: ignore[return-value]
+        read = source.read  # type: ignore[union-attr]
+        chunks: Iterable[bytes] = iter(lambda: read(CHUNK), b"")
+    else:
+        chunks = source  # type: ignore[assignment]
+    head: bytes | None = b""  # None once the first piece is out
+    for chunk in chunks:
+        if head is not None:
+            head += chunk
+            if len(head) < HEAD:
+                continue
+            chunk, head = head, None
+        if chunk:
+            yield chunk, len(chunk)
+    if head:
+        yield head, len(head)
 
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]

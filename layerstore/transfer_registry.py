@@ -19,7 +19,6 @@ from layerstore.oci import Descriptor, Manifest
 from layerstore.reference import Reference, parse_reference
 from layerstore.registry import RegistryClient, open_file_source
 from layerstore.store import Store
-from layerstore.transfer import prepare
 from layerstore.transfer_import import Incoming, Staging, commit_incoming
 from layerstore.transfer_media import Platform, parse_json
 from pybuild.errors import PybuildError, RegistryError
@@ -102,6 +101,8 @@ def push_image(
     """Upload image `name` to `destination` (default: `name` itself, e.g. `localhost:5000/app:1`).
     Layers go as stored unless `compression` asks for another (the converted blobs are kept in the
     store). Returns the reference and the digest of the manifest pushed."""
+    from layerstore.transfer import prepare  # save's machinery: not imported on the pull path
+
     image = store.resolve(name)
     dest = parse_reference(destination or name)
     if dest.digest is not None:

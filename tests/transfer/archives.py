@@ -147,3 +147,23 @@ def put_image(client: RegistryClient, repo: str, tag: str, layer: bytes, *, arch
                     "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(layer), "size": len(layer)}],
     }).encode()
     return client.put_manifest(repo, tag, manifest, media_type), manifest
+
+
+def put_layered_image(client: RegistryClient, repo: str, tag: str, tars: list[bytes], *,
+                      compression: str = "zstd") -> str:
+    """Upload an OCI image of these layer tars (compressed as asked, history included); returns the
+    manifest digest."""
+    packed = [compress(t, compression) for t in tars]
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in tars]},
+        "history": [{"created_by": f"layer {i}"} for i in range(len(tars))],
+    }).encode()
+    for blob in (*packed, config):
+        client.upload_blob(repo, digest_of(blob), body(blob))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
+        "layers": [{"mediaType": LAYER_TYPES[compression], "digest": sha(p), "size": len(p)} for p in packed],
+    }).encode()
+    return client.put_manifest(repo, tag, manifest, OCI_MANIFEST)

@@ -1,0 +1,162 @@
+"""One pass over an incoming layer: the bytes written to its staged blob file are also decompressed,
+hashed (the diff_id) and extracted on the way.
+
+`LayerTee` takes the compressed stream in pieces (`write`) from the thread that downloads or reads
+the blob and hashes and writes it; a helper thread decompresses each piece (bounded against bombs),
+hashes the tar and feeds it to the store's safe extractor (`layerstore.layers.extract_into`), so
+a hostile layer is refused while it arrives, and nothing is read twice.
+
+Memory is flat: at most `DEPTH` pieces wait. Pieces read with `readinto` come in buffers lent by a
+`BufferPool` and go back to it once the decompressor is done with them, so a download does not
+allocate (and fault in) a new megabyte per read; the pool running dry is what paces the download
+to the extraction. zstd (the store's default) is handed views of those buffers, not copies:
+python-zstandard's stream reader asks for more input only after it has consumed what it was given,
+and keeps no pointer into it after that (zstd copies what it must keep into its own window), so a
+buffer it asks past can be reused. Other decompressors and a plain tar get bytes copies, since they
+may keep what they were handed. Either way the diff_id is computed from what the extractor read,
+so a mistake here could only fail a pull, never let a wrong layer in.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+
+from layerstore.layers import HashingReader, extract_into
+from layerstore.transfer_verify import CHUNK, BoundedDecompressor
+from pybuild.errors import StoreError
+
+DEPTH = 8  # pieces waiting for the helper thread, per layer
+BUFFER = 1 << 20  # as python-zstandard asks for input (layerstore.compression.READ_SIZE)
+
+_Piece = tuple[bytes | bytearray, bool]  # (data, lent by the pool)
+
+
+class BufferPool:
+    """`count` buffers of `size` bytes: `get` blocks while all are lent out. `spare` is where the
+    buffers come from and go back to when `close`d, so that a batch of downloads reuses them."""
+
+    def __init__(self, count: int, size: int, spare: list[bytearray], lock: threading.Lock) -> None:
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._spare, self._lock = spare, lock
+        with lock:
+            for _ in range(count):
+                self._free.put(spare.pop() if spare else bytearray(size))
+
+    def get(self) -> bytearray:
+        return self._free.get()
+
+    def put(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+    def close(self) -> None:
+        """Give back the buffers not lent out (a buffer still held by a failed helper thread is
+        simply dropped)."""
+        with self._lock:
+            while True:
+                try:
+                    self._spare.append(self._free.get_nowait())
+                except queue.Empty:
+                    return
+
+
+class LayerTee:
+    """Compressed pieces in through `write`, in order; `finish` waits for the helper thread and
+    returns (diff_id, uncompressed size), or raises what it raised (UnsafeLayer, ExpansionLimit,
+    a damaged stream ...). With `target`, the layer is extracted into that new directory."""
+
+    def __init__(self, compression: str, limit: int, what: str, target: Path | None,
+                 pool: BufferPool | None = None) -> None:
+        self._q: queue.Queue[_Piece | None] = queue.Queue(DEPTH)
+        self._pool = pool
+        self._views = compression == "zstd"
+        self._cur: bytes | bytearray | None = None
+        self._lent = False
+        self._pos = self._end = 0
+        self._eof = False
+        self.error: BaseException | None = None
+        self.target = target
+        self._what = what
+        self._tar = HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
+        self._thread = threading.Thread(target=self._run, daemon=True, name="layer-tee")
+        self._thread.start()
+
+    # -- the producer's side ---------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray, n: int, *, lent: bool = False) -> None:
+        """Pass on the first `n` bytes of `data` (a buffer `lent` by the pool goes back to it when
+        consumed). Raises the helper thread's error, if it has failed."""
+        if self.error is not None:
+            if lent and self._pool is not None:
+                self._pool.put(data)  # type: ignore[arg-type]
+            raise self.error
+        self._q.put((data if n == len(data) else memoryview(data)[:n], lent))
+
+    def finish(self) -> tuple[str, int]:
+        self._q.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return "sha256:" + self._tar.hash.hexdigest(), self._tar.size
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    # -- the helper thread -----------------------------------------------------------------------
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        """The decompressor's source: the next bytes of the current piece. Asking again means the
+        previous piece is consumed, so its buffer goes back to the pool."""
+        while self._cur is None or self._pos >= self._end:
+            self._release()
+            if self._eof:
+                return b""
+            item = self._q.get()
+            if item is None:
+                self._eof = True
+                return b""
+            data, self._lent = item
+            self._cur, self._pos, self._end = data, 0, len(data)
+        take = self._end - self._pos if n is None or n < 0 else min(n, self._end - self._pos)
+        start = self._pos
+        self._pos += take
+        cur = self._cur
+        if self._views:
+            return memoryview(cur)[start:start + take]
+        if type(cur) is bytes and start == 0 and take == len(cur):
+            return cur
+        return bytes(memoryview(cur)[start:start + take])
+
+    def _release(self) -> None:
+        cur, self._cur = self._cur, None
+        if cur is not None and self._lent and self._pool is not None:
+            base = cur.obj if isinstance(cur, memoryview) else cur
+            self._pool.put(base)  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        try:
+            tar = self._tar
+            if self.target is not None:
+                self.target.mkdir()
+                os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
+                try:
+                    extract_into(tar, self.target)
+                except StoreError as e:
+                    raise type(e)(f"{self._what}: {e.message}", hint=e.hint) from None
+            while tar.read(CHUNK):  # what follows the end-of-archive blocks is part of the diff_id
+                pass
+        except BaseException as e:  # noqa: BLE001 - handed to the producer in write/finish
+            self.error = e
+        finally:
+            self._release()
+            while not self._eof:  # keep the producer from blocking on a full queue or an empty pool
+                item = self._q.get()
+                if item is None:
+                    self._eof = True
+                else:
+                    self._cur, self._lent = item
+                    self._release()

@@ -1,0 +1,141 @@
+"""The one-pass pull (download -> digest -> blob file, and -> decompress -> diff_id -> extractor, with
+reused buffers): layers bigger than the buffers come out byte for byte in every compression, from a
+registry and from readers that hand out odd-sized pieces; a hostile layer is refused while it
+arrives, leaving no tag, no blob and nothing outside the store; a cut download resumes."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from layerstore.registry import RegistryClient
+from layerstore.store import Store
+from layerstore.transfer_import import Staging
+from layerstore.transfer_registry import pull_image
+from layerstore.transfer_tee import BUFFER, DEPTH
+from pybuild.errors import StoreError
+
+from .archives import Entry, compress, layer_tar, put_layered_image, sha
+from .servers import Fault, FaultProxy, Registry
+from .test_hostile_input import TRAVERSALS
+
+pytestmark = pytest.mark.root
+
+# More than the DEPTH buffers a download holds, so every buffer is reused several times; half
+# random (stored raw by zstd), half text (long matches), so both kinds of zstd block occur.
+BIG = os.urandom(3 * DEPTH * BUFFER // 4) + b"text that compresses well, line %d\n" * (DEPTH * BUFFER // 64)
+
+
+def big_layer() -> tuple[bytes, dict[str, bytes]]:
+    files = {"big.bin": BIG, "small.txt": b"small\n", "dir/other.bin": BIG[::-1][: 3 * BUFFER + 17]}
+    entries = [Entry("dir", type=b"5")] + [Entry(name, data) for name, data in files.items()]
+    return layer_tar(entries), files
+
+
+def nothing_published(root: Path) -> bool:
+    with Store.open(root) as store:
+        return (not list(store.tags.all()) and not list(store.blobs.all()) and not any(store.tmp.iterdir())
+                and not any(store.layers.layout.unpacked.iterdir()))
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_layers_bigger_than_the_buffers_pull_byte_exact(registry: Registry, unique_repo: str, tmp_path: Path,
+                                                        compression: str) -> None:
+    tar, files = big_layer()
+    second = layer_tar([Entry("second.txt", b"on top\n")])
+    with RegistryClient(registry.host) as c:
+        digest = put_layered_image(c, unique_repo, "1", [tar, second], compression=compression)
+    with Store.open(tmp_path / "s") as store:
+        image = pull_image(store, f"{registry.host}/{unique_repo}:1")
+        assert image.digest == digest
+        assert [layer.diff_id for layer in image.layers] == [sha(tar), sha(second)]
+        unpacked = store.layers.unpacked_path(sha(tar))
+        for name, data in files.items():
+            assert (unpacked / name).read_bytes() == data, name
+        assert store.layers.unpacked_path(sha(second)).joinpath("second.txt").read_bytes() == b"on top\n"
+        assert store.tags.get(f"{registry.host}/{unique_repo}:1") == digest
+        assert not any(store.tmp.iterdir())
+
+
+class OddPieces(io.RawIOBase):
+    """A reader whose reads stop short at random places, as a socket's do."""
+
+    def __init__(self, data: bytes, seed: int) -> None:
+        self._data, self._pos, self._rng = data, 0, random.Random(seed)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buf), self._rng.choice([1, 511, 4096, 65537, BUFFER]), len(self._data) - self._pos)
+        buf[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
+class ReadOnly:
+    """A reader with `read` only (no `readinto`)."""
+
+    def __init__(self, source: OddPieces) -> None:
+        self.read = source.read
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+@pytest.mark.parametrize("kind", ["readinto", "read", "chunks"])
+def test_staging_with_odd_pieces_gives_the_layer_and_its_diff_id(tmp_path: Path, compression: str, kind: str) -> None:
+    tar, files = big_layer()
+    packed = compress(tar, compression)
+    odd = OddPieces(packed, seed=len(packed))
+    # a reader filling the pool's buffers; one returning new bytes; chunks, as an archive member is read
+    source = {"readinto": odd, "read": ReadOnly(odd), "chunks": iter(lambda: odd.read(70_000), b"")}[kind]
+    with Store.open(tmp_path / "s") as store, Staging(store) as staging:
+        staged = staging.stage(source, what="layer", expected=sha(packed), expected_size=len(packed))  # type: ignore[arg-type]
+        assert (staged.digest, staged.size, staged.compression) == (sha(packed), len(packed), compression)
+        assert (staged.diff_id, staged.uncompressed_size) == (sha(tar), len(tar))
+        assert staged.path.read_bytes() == packed
+        assert staged.unpacked is not None
+        for name, data in files.items():
+            assert (staged.unpacked / name).read_bytes() == data, name
+
+
+def test_a_stream_that_runs_past_its_size_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    tar, _ = big_layer()
+    packed = compress(tar, "zstd")
+    with Store.open(tmp_path / "s") as store:
+        with Staging(store) as staging, pytest.raises(StoreError, match="size mismatch"):
+            staging.stage(OddPieces(packed, seed=1), what="layer", expected=sha(packed), expected_size=len(packed) - 1)
+        assert not any(store.tmp.iterdir())
+
+
+@pytest.mark.parametrize("case", sorted(TRAVERSALS))
+def test_a_hostile_layer_from_a_registry_is_refused_and_publishes_nothing(registry: Registry, unique_repo: str,
+                                                                         tmp_path: Path, case: str) -> None:
+    honest, _ = big_layer()
+    evil = layer_tar(TRAVERSALS[case])
+    with RegistryClient(registry.host) as c:
+        put_layered_image(c, unique_repo, "1", [honest, evil])
+    root = tmp_path / "s"
+    with Store.open(root) as store, pytest.raises(StoreError, match=re.escape(f"{unique_repo}:1 (sha256:")):
+        pull_image(store, f"{registry.host}/{unique_repo}:1")
+    assert nothing_published(root)
+    assert not (tmp_path / "outside-evil").exists()
+    assert not Path("/tmp/pybuild-absolute-evil").exists()
+    assert not Path("/tmp/pybuild-symlink-evil").exists()
+
+
+def test_a_cut_download_resumes_with_a_range_request(registry: Registry, unique_repo: str, tmp_path: Path) -> None:
+    tar, files = big_layer()
+    with RegistryClient(registry.host) as c:
+        digest = put_layered_image(c, unique_repo, "1", [tar])
+    with FaultProxy(registry.host) as proxy:
+        proxy.add(Fault("GET", "/blobs/sha256", "truncate", times=1))
+        with Store.open(tmp_path / "s") as store:
+            image = pull_image(store, f"{proxy.host}/{unique_repo}:1")
+            assert image.digest == digest
+            assert store.layers.unpacked_path(sha(tar)).joinpath("big.bin").read_bytes() == files["big.bin"]
+        assert any(h.get("Range", "").startswith("bytes=") for m, _, h in proxy.seen if m == "GET")
