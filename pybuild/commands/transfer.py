@@ -6,6 +6,7 @@ stderr, results (loaded names, pushed digests) to stdout.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -21,6 +22,13 @@ TLS_VERIFY = click.option(
 
 def _progress(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+def _imported() -> None:
+    """Call once the command's modules are imported: they live as long as the process, so the
+    collector need not walk them again, neither during the transfer nor at exit (where walking
+    them cost ~15 ms of a pull's ~0.6 s)."""
+    gc.freeze()
 
 
 @click.command()
@@ -39,6 +47,7 @@ def save(g: Globals, images: tuple[str, ...], output: str, fmt: str, compression
 
     if output == "-" and fmt != "oci-dir" and sys.stdout.isatty():
         raise click.UsageError("refusing to write an archive to a terminal; use -o FILE or a pipe")
+    _imported()
     with Store.open(g.root) as store:
         written = do_save(store, images, output, fmt=fmt, compression=compression, since=since,
                           stdout=sys.stdout.buffer)
@@ -56,9 +65,12 @@ def load(g: Globals, source: str, platform: str | None) -> None:
     from layerstore.store import Store
     from layerstore.transfer import load as do_load
     from layerstore.transfer_media import parse_platform
+    from layerstore.transfer_tee import keep_freed_buffers
 
     if source == "-" and sys.stdin.isatty():
         raise click.UsageError("refusing to read an archive from a terminal; use -i FILE or a pipe")
+    keep_freed_buffers()
+    _imported()
     with Store.open(g.root) as store:
         loaded = do_load(store, source, stdin=sys.stdin.buffer, platform=parse_platform(platform) if platform else None)
     for item in loaded:
@@ -82,6 +94,7 @@ def push(g: Globals, image: str, destination: str | None, tls_verify: bool, comp
     from layerstore.store import Store
     from layerstore.transfer_registry import push_image
 
+    _imported()
     with Store.open(g.root) as store:
         pushed = push_image(store, image, destination, compression=compression, tls_verify=tls_verify,
                             progress=(lambda _: None) if quiet else _progress)
@@ -99,7 +112,10 @@ def pull(g: Globals, reference: str, platform: str | None, tls_verify: bool, qui
     from layerstore.store import Store
     from layerstore.transfer_media import parse_platform
     from layerstore.transfer_registry import pull_image
+    from layerstore.transfer_tee import keep_freed_buffers
 
+    keep_freed_buffers()
+    _imported()
     with Store.open(g.root) as store:
         image = pull_image(store, reference, platform=parse_platform(platform) if platform else None,
                            tls_verify=tls_verify, progress=(lambda _: None) if quiet else _progress)
