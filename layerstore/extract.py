@@ -34,6 +34,7 @@ from pathlib import Path
 
 import xattr
 
+from layerstore.dir_chain import DirChain, walk_dirs
 from layerstore.layer_tar import OPAQUE_MARKER, WHITEOUT_PREFIX, keep_xattr
 from layerstore.tar_format import (
     BLOCKDEV,
@@ -86,66 +87,9 @@ def split_name(name: bytes) -> tuple[bytes, ...]:
     return tuple(parts)
 
 
-class _Dirs:
-    """Directory descriptors of the current path, opened one component at a time with
-    O_NOFOLLOW from the target's own descriptor. Only the current chain is kept, and of it only
-    the deepest KEEP_OPEN descriptors (deep trees must not exhaust the descriptor limit)."""
-
-    KEEP_OPEN = 64
-
-    def __init__(self, root_fd: int) -> None:
-        self.root_fd = root_fd
-        self._chain: list[list[object]] = []  # [name, fd or -1 when closed to save descriptors]
-        self._parts: tuple[bytes, ...] = ()  # the names along the chain
-
-    def open(self, parts: tuple[bytes, ...], *, create: bool, what: bytes) -> int:
-        """The descriptor of directory `parts`; `what` (the entry being extracted) names errors."""
-        if parts == self._parts and (not parts or self._chain[-1][1] != -1):
-            return self._chain[-1][1] if parts else self.root_fd  # type: ignore[return-value]  # same as last time
-        k = 0
-        while k < len(self._chain) and k < len(parts) and self._chain[k][0] == parts[k]:
-            k += 1
-        for _, fd in self._chain[k:]:
-            if fd != -1:
-                os.close(fd)  # type: ignore[arg-type]
-        del self._chain[k:]
-        self._parts = parts[:k]
-        if k and self._chain[k - 1][1] == -1:
-            # an ancestor was closed to save descriptors: walk to it again from the root
-            self._chain[k - 1][1] = walk_dirs(self.root_fd, parts[:k], create=False, what=what)
-        for name in parts[k:]:
-            parent = self._chain[-1][1] if self._chain else self.root_fd
-            self._chain.append([name, open_dir(parent, name, create=create, what=what)])  # type: ignore[arg-type]
-            self._parts += (name,)
-            if len(self._chain) > self.KEEP_OPEN:
-                old = self._chain[-self.KEEP_OPEN - 1]
-                if old[1] != -1:
-                    os.close(old[1])  # type: ignore[arg-type]
-                    old[1] = -1
-        return self._chain[-1][1] if self._chain else self.root_fd  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self.open((), create=False, what=b"")
-
-
-def walk_dirs(root_fd: int, parts: tuple[bytes, ...], *, create: bool, what: bytes) -> int:
-    """A new descriptor for directory `parts` below `root_fd`, opened component by component
-    without following symlinks (intermediate descriptors are closed on the way)."""
-    fd = os.dup(root_fd)
-    try:
-        for name in parts:
-            nxt = open_dir(fd, name, create=create, what=what)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def open_dir(parent: int, name: bytes, *, create: bool, what: bytes) -> int:
+def open_dir(parent: int, name: bytes, what: bytes, create: bool) -> int:
     """Open directory `name` in `parent` without following a symlink; create it (0755) if absent
-    and `create`. `what` (the entry being extracted) names errors."""
+    and `create`. `what` (the entry being extracted) names errors. A `dir_chain.Opener`."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
@@ -198,7 +142,7 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
     """
     ctx = _Context(os.geteuid() == 0 if privileged is None else privileged)
     root_fd = os.open(target, _DIR_FLAGS)
-    dirs = _Dirs(root_fd)
+    dirs = DirChain(root_fd, open_dir)
     done = Extracted()
     try:
         for entry in reader:
@@ -209,7 +153,7 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
                 raise StoreError(f"{show_name(entry.name)}: cannot extract: {e.strerror}") from None
         dirs.close()
         for parts, entry in sorted(done.dirs, key=lambda d: -len(d[0])):
-            fd = os.dup(root_fd) if not parts else dirs.open(parts, create=False, what=entry.name)
+            fd = os.dup(root_fd) if not parts else dirs.open(parts, what=entry.name)
             try:
                 _apply_metadata(fd, entry, ctx, done)
             finally:
@@ -222,7 +166,7 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
     return done
 
 
-def _extract_one(entry: TarEntry, reader: TarReader, dirs: _Dirs, done: Extracted, ctx: _Context) -> None:
+def _extract_one(entry: TarEntry, reader: TarReader, dirs: DirChain, done: Extracted, ctx: _Context) -> None:
     name = entry.name
     parts = split_name(name)
     if _AUFS_META in name and any(p.startswith(_AUFS_META) and p != OPAQUE_MARKER for p in parts):
@@ -330,14 +274,14 @@ def _make_room(dir_fd: int, base: bytes, new_type: bytes, what: bytes) -> None:
     os.unlink(base, dir_fd=dir_fd)
 
 
-def _hardlink(entry: TarEntry, dirs: _Dirs, dir_fd: int, base: bytes) -> None:
+def _hardlink(entry: TarEntry, dirs: DirChain, dir_fd: int, base: bytes) -> None:
     shown = show_name(entry.name)
     target = split_name(entry.linkname)
     if not target:
         raise UnsafeLayer(f"{shown}: hardlink to the layer root")
     *tparent, tbase = target
     # A separate walk: the target's parents must be real directories of this layer too.
-    parent_fd = walk_dirs(dirs.root_fd, tuple(tparent), create=False, what=entry.name)
+    parent_fd = walk_dirs(dirs.root_fd, tuple(tparent), open_dir, what=entry.name)
     try:
         try:
             st = os.stat(tbase, dir_fd=parent_fd, follow_symlinks=False)

@@ -118,6 +118,20 @@ def encode_fields(
     return out + _ustar(name, type_, mode, uid, gid, size, mtime, linkname, devmajor, devminor)
 
 
+def regular_header(
+    name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, xattrs: tuple[tuple[str, bytes], ...] = (),
+) -> bytes:
+    """`encode_fields(name, REGULAR, mode, uid, gid, size, mtime, xattrs=xattrs)`: the same bytes, for
+    the header a commit writes most, with a third less work (the block's second half is fixed)."""
+    if (
+        xattrs or len(name) > 100 or not name.isascii() or uid >= _ID_LIMIT or gid >= _ID_LIMIT
+        or size >= _NUMBER_LIMIT or not 0 <= mtime < _NUMBER_LIMIT
+    ):
+        return encode_fields(name, REGULAR, mode, uid, gid, size, mtime, b"", 0, 0, xattrs)
+    head = _HEAD.pack(name, b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime))
+    return b"%s%06o\0 %s" % (head, _byte_sum(head) + _REGULAR_REST_SUM, _REGULAR_REST)
+
+
 def _is_utf8(b: bytes) -> bool:
     try:
         b.decode("utf-8")
@@ -142,6 +156,10 @@ _ID_LIMIT = 8**7  # an octal field of 8 (mode, uid, gid, devmajor, devminor)
 _NUMBER_LIMIT = 8**11  # an octal field of 12 (size, mtime)
 _MAGIC = b"ustar\x0000"
 _CHECKSUM_SPACES = 8 * 0x20  # the checksum is summed as if its own field were 8 spaces
+
+
+_REGULAR_REST = _REST.pack(REGULAR, b"", _MAGIC, b"", b"", b"%07o\0%07o\0" % (0, 0), b"", b"")
+_REGULAR_REST_SUM = sum(_REGULAR_REST) + _CHECKSUM_SPACES
 
 
 def _ustar(
