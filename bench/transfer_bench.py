@@ -8,7 +8,13 @@
   extracts the layers, which skopeo does not);
 - peak RSS of each pybuild command at two image sizes (memory must not grow with the image).
 
-    python3 bench/transfer_bench.py [--mb 500] [--small-mb 100] [--layers 5]
+    python3 bench/transfer_bench.py [--mb 500] [--small-mb 100] [--layers 5] [--runs 5] [--only pull]
+
+Each figure is the best and the median of `--runs` runs, the tools taking turns, with the CPU time
+(user + system, all threads) beside the wall time: the machine may be shared, and on two cores the
+registry competes with the client for them. pybuild's modules are byte-compiled first, as an
+installed package is (pip compiles on install; PYTHONDONTWRITEBYTECODE, set in some shells, would
+otherwise make every run compile them again, ~40 ms that no user pays).
 
 Needs root, buildah, skopeo and docker-registry. Prints one line per measurement.
 """
@@ -16,13 +22,16 @@ Needs root, buildah, skopeo and docker-registry. Prints one line per measurement
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
+import statistics
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
 
@@ -33,9 +42,16 @@ from layerstore.store import Store  # noqa: E402
 from tests.transfer.servers import Registry  # noqa: E402
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """(seconds, peak RSS in MiB) of one command, which must succeed. Dirty pages of earlier steps
-    are flushed first, so one command does not pay for another's writes."""
+@dataclass(frozen=True)
+class Run:
+    wall: float  # seconds
+    cpu: float  # user + system seconds, all threads
+    rss: int  # peak, MiB
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> Run:
+    """One command, which must succeed. Dirty pages of earlier steps are flushed first, so one
+    command does not pay for another's writes."""
     os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
@@ -46,7 +62,33 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    return elapsed, usage.ru_maxrss // 1024
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Best and median of several runs of one command."""
+
+    runs: tuple[Run, ...]
+
+    @property
+    def best(self) -> float:
+        return min(r.wall for r in self.runs)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.wall for r in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(r.cpu for r in self.runs)
+
+    @property
+    def rss(self) -> int:
+        return max(r.rss for r in self.runs)
+
+    def show(self) -> str:
+        return f"{self.best:5.2f}s best {self.median:5.2f}s median (cpu {self.cpu:4.2f}s)"
 
 
 def make_image(root: Path, mb: int, layers: int, tag: str) -> None:
@@ -65,32 +107,31 @@ def make_image(root: Path, mb: int, layers: int, tag: str) -> None:
         store.tag(parent, tag)
 
 
-def best(n: int, make_cmd: Callable[[int], list[str]]) -> tuple[float, int]:
-    """The fastest of `n` runs (each with a fresh destination), and the largest peak RSS."""
-    runs = [timed(make_cmd(i)) for i in range(n)]
-    return min(t for t, _ in runs), max(m for _, m in runs)
+def best(n: int, make_cmd: Callable[[int], list[str]]) -> Figures:
+    """`n` runs (each with a fresh destination)."""
+    return Figures(tuple(timed(make_cmd(i)) for i in range(n)))
 
 
 def alternate(n: int, work: Path, makers: list[Callable[[Any], list[str]]], *, fresh_registry: bool = False
-              ) -> list[float]:
-    """The fastest of `n` runs of each command, the commands taking turns so that they meet the same
-    machine (this one's disk is noisy). With `fresh_registry`, each run pushes to a new, empty
-    registry (nothing can be skipped or mounted) and its maker gets the registry's host; otherwise
-    it gets the run number."""
-    times: list[list[float]] = [[] for _ in makers]
+              ) -> list[Figures]:
+    """`n` runs of each command, the commands taking turns so that they meet the same machine
+    (this one's disk is noisy). With `fresh_registry`, each run pushes to a new, empty registry
+    (nothing can be skipped or mounted) and its maker gets the registry's host; otherwise it gets
+    the run number."""
+    runs: list[list[Run]] = [[] for _ in makers]
     for i in range(n):
         for k, make in enumerate(makers):
             if not fresh_registry:
-                times[k].append(timed(make(f"{k}-{i}"))[0])
+                runs[k].append(timed(make(f"{k}-{i}")))
                 for leftover in work.glob(f"*-{k}-{i}"):  # each run writes afresh, as the first did
                     shutil.rmtree(leftover)
                 continue
             reg = Registry(Path(tempfile.mkdtemp(prefix="push-registry-", dir=work)))
             try:
-                times[k].append(timed(make(reg.host))[0])
+                runs[k].append(timed(make(reg.host)))
             finally:
                 reg.stop()
-    return [min(t) for t in times]
+    return [Figures(tuple(r)) for r in runs]
 
 
 def pb(root: Path, *args: str) -> list[str]:
@@ -102,15 +143,21 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--small-mb", type=int, default=100)
     ap.add_argument("--layers", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=5, help="best of this many runs")
+    ap.add_argument("--runs", type=int, default=5, help="runs of each timed command")
+    ap.add_argument("--only", choices=["save", "push", "pull", "rss"], action="append",
+                    help="measure only this (repeatable); default: everything")
     args = ap.parse_args()
+    only = set(args.only or ["save", "push", "pull", "rss"])
     for tool in ("buildah", "skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed")
+    for pkg in ("pybuild", "layerstore", "builder", "parser", "runner"):
+        compileall.compile_dir(HERE / pkg, quiet=1)
     work = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir="/var/tmp"))
     reg = Registry(work / "registry")
     try:
-        print(f"# image sizes {args.small_mb} and {args.mb} MiB, {args.layers} layers each")
+        print(f"# image sizes {args.small_mb} and {args.mb} MiB, {args.layers} layers each; "
+              f"{args.runs} runs of each, taking turns; {os.cpu_count()} CPUs")
         root = work / "store"
         make_image(root, args.small_mb, args.layers, "small:1")
         make_image(root, args.mb, args.layers, "big:1")
@@ -121,32 +168,37 @@ def main() -> None:
         rss: dict[str, dict[str, int]] = {}
         for tag in ("small:1", "big:1"):
             name = tag.split(":")[0]
-            rss.setdefault("save", {})[tag] = best(n, lambda i: pb(root, "save", tag, "-o", str(work / f"{name}-{i}.tar")))[1]
-            rss.setdefault("push", {})[tag] = best(1, lambda i: pb(root, "push", "-q", tag, f"{reg.host}/bench/{name}:1"))[1]
-            rss.setdefault("pull", {})[tag] = best(1, lambda i: pb(work / f"pulled-{name}", "pull", "-q", f"{reg.host}/bench/{name}:1"))[1]
-        save_s, _ = best(n, lambda i: pb(root, "save", "big:1", "-o", str(work / f"big-{i}.tar")))
-        push_s, skopeo_push_s = alternate(n, work, [
-            lambda host: pb(root, "push", "-q", "big:1", f"{host}/bench/pushed:1"),
-            lambda host: ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{root}:big:1", f"docker://{host}/bench/pushed:1"],
-        ], fresh_registry=True)
-        pull_s, skopeo_pull_s = alternate(n, work, [
-            lambda i: pb(work / f"pb-pull-{i}", "pull", "-q", f"{reg.host}/bench/big:1"),
-            lambda i: ["skopeo", "copy", "--src-tls-verify=false", f"docker://{reg.host}/bench/big:1",
-                       f"oci:{work / f'skopeo-pulled-{i}'}:big"],
-        ])
-
-        storage = ["--root", str(work / "b-root"), "--runroot", str(work / "b-run"), "--storage-driver", "vfs"]
-        subprocess.run(["buildah", *storage, "pull", f"oci-archive:{work / 'big-0.tar'}:big:1"], check=True,
-                       capture_output=True)
-        buildah_s, _ = best(n, lambda i: ["buildah", *storage, "push", "docker.io/library/big:1",
-                                          f"oci-archive:{work / f'b-{i}.tar'}:big:1"])
-        print(f"save big:      pybuild {save_s:6.2f}s   buildah push oci-archive: {buildah_s:6.2f}s   "
-              f"speed-up {buildah_s / save_s:5.1f}x (target >= 5x)")
-        print(f"push big:      pybuild {push_s:6.2f}s   skopeo copy {skopeo_push_s:6.2f}s   "
-              f"ratio {skopeo_push_s / push_s:5.2f} (target >= 1)")
-        print(f"pull big:      pybuild {pull_s:6.2f}s   skopeo copy {skopeo_pull_s:6.2f}s   "
-              f"ratio {skopeo_pull_s / pull_s:5.2f} (target >= 1; pybuild also checks every diff_id and "
-              "extracts the layers, skopeo does neither)")
+            if "rss" not in only:  # just put the image there for the pulls
+                timed(pb(root, "push", "-q", tag, f"{reg.host}/bench/{name}:1"))
+                continue
+            rss.setdefault("save", {})[tag] = best(1, lambda i: pb(root, "save", tag, "-o", str(work / f"{name}-{i}.tar"))).rss
+            rss.setdefault("push", {})[tag] = best(1, lambda i: pb(root, "push", "-q", tag, f"{reg.host}/bench/{name}:1")).rss
+            rss.setdefault("pull", {})[tag] = best(1, lambda i: pb(work / f"pulled-{name}", "pull", "-q", f"{reg.host}/bench/{name}:1")).rss
+        if "save" in only:
+            save = best(n, lambda i: pb(root, "save", "big:1", "-o", str(work / f"big-{i}.tar")))
+            storage = ["--root", str(work / "b-root"), "--runroot", str(work / "b-run"), "--storage-driver", "vfs"]
+            subprocess.run(["buildah", *storage, "pull", f"oci-archive:{work / 'big-0.tar'}:big:1"], check=True,
+                           capture_output=True)
+            buildah = best(n, lambda i: ["buildah", *storage, "push", "docker.io/library/big:1",
+                                         f"oci-archive:{work / f'b-{i}.tar'}:big:1"])
+            print(f"save big:  pybuild {save.show()}   buildah push oci-archive: {buildah.show()}   "
+                  f"speed-up {buildah.best / save.best:4.1f}x best, {buildah.median / save.median:4.1f}x median (target >= 5x)")
+        if "push" in only:
+            push, skopeo_push = alternate(n, work, [
+                lambda host: pb(root, "push", "-q", "big:1", f"{host}/bench/pushed:1"),
+                lambda host: ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{root}:big:1", f"docker://{host}/bench/pushed:1"],
+            ], fresh_registry=True)
+            print(f"push big:  pybuild {push.show()}   skopeo copy {skopeo_push.show()}   "
+                  f"ratio {skopeo_push.best / push.best:4.2f} best, {skopeo_push.median / push.median:4.2f} median (target >= 1)")
+        if "pull" in only:
+            pull, skopeo_pull = alternate(n, work, [
+                lambda i: pb(work / f"pb-pull-{i}", "pull", "-q", f"{reg.host}/bench/big:1"),
+                lambda i: ["skopeo", "copy", "--src-tls-verify=false", f"docker://{reg.host}/bench/big:1",
+                           f"oci:{work / f'skopeo-pulled-{i}'}:big"],
+            ])
+            print(f"pull big:  pybuild {pull.show()}   skopeo copy {skopeo_pull.show()}   "
+                  f"ratio {skopeo_pull.best / pull.best:4.2f} best, {skopeo_pull.median / pull.median:4.2f} median "
+                  "(target >= 1; pybuild also checks every diff_id and extracts the layers, skopeo does neither)")
         for what, by_tag in rss.items():
             print(f"peak RSS {what:5s} {args.small_mb:4d} MiB image: {by_tag['small:1']:4d} MiB   "
                   f"{args.mb:4d} MiB image: {by_tag['big:1']:4d} MiB")
