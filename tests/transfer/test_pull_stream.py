@@ -103,12 +103,18 @@ def test_staging_with_odd_pieces_gives_the_layer_and_its_diff_id(tmp_path: Path,
             assert (staged.unpacked / name).read_bytes() == data, name
 
 
-def test_a_stream_that_runs_past_its_size_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("declared", [-1, +1, +(1 << 30)])
+def test_a_stream_that_is_not_its_size_is_refused_and_leaves_nothing(tmp_path: Path, declared: int) -> None:
+    # longer than declared; shorter (the staged file was preallocated to the declared size, so
+    # its zeros must not count); far shorter than a lying descriptor says
     tar, _ = big_layer()
     packed = compress(tar, "zstd")
     with Store.open(tmp_path / "s") as store:
-        with Staging(store) as staging, pytest.raises(StoreError, match="size mismatch"):
-            staging.stage(OddPieces(packed, seed=1), what="layer", expected=sha(packed), expected_size=len(packed) - 1)
+        with Staging(store) as staging:
+            with pytest.raises(StoreError, match="size mismatch"):
+                staging.stage(OddPieces(packed, seed=1), what="layer", expected=sha(packed),
+                              expected_size=len(packed) + declared)
+            assert not any(staging.dir.iterdir())
         assert not any(store.tmp.iterdir())
 
 
