@@ -6,17 +6,14 @@ Single-threaded because zstd's multithreaded mode writes other bytes (and cost t
 in bench/store_bench.py), and on the 2-core machines we target the other core is busy hashing the
 tar (layer_sink.LayerSink). gzip is written on request (umoci and older registries need it) with
 zlib's fixed header (mtime 0), so it is reproducible too.
+
+The codec modules are imported where a stream is made, not with this module: most users of the
+store (resolving an image to run it, listing) only need the media types.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
-import zlib
 from typing import BinaryIO, Protocol
-
-import zstandard
 
 from pybuild.errors import StoreError
 
@@ -50,9 +47,13 @@ class _Identity:
 def compressor(compression: str) -> Compressor:
     """A fresh streaming compressor for `compression` ("zstd", "gzip" or "none")."""
     if compression == "zstd":
+        import zstandard
+
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=False, write_content_size=False)
         return cctx.compressobj()  # type: ignore[no-any-return]
     if compression == "gzip":
+        import zlib
+
         return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip wrapper, mtime 0
     if compression == "none":
         return _Identity()
@@ -73,12 +74,15 @@ def compression_of(media_type: str) -> str:
 
 class _ZstdReader:
     def __init__(self, f: BinaryIO) -> None:
+        import zstandard
+
         self._r = zstandard.ZstdDecompressor().stream_reader(f, read_size=READ_SIZE, read_across_frames=True)
+        self._error = zstandard.ZstdError
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._r.read(READ_SIZE if n < 0 else n)  # type: ignore[no-any-return]
-        except zstandard.ZstdError as e:
+        except self._error as e:
             raise StoreError(f"zstd stream is damaged: {e}") from None
 
 
@@ -87,14 +91,20 @@ class _ModuleReader:
     readers, with their errors turned into StoreError."""
 
     def __init__(self, f: BinaryIO, kind: str) -> None:
+        import bz2
+        import gzip
+        import lzma
+        import zlib
+
         opener = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind]
+        self._errors = (OSError, EOFError, zlib.error, lzma.LZMAError)
         self._r: BinaryIO = opener(fileobj=f) if kind == "gzip" else opener(f)  # type: ignore[assignment]
         self._kind = kind
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._r.read(READ_SIZE if n < 0 else n)
-        except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        except self._errors as e:
             raise StoreError(f"{self._kind} stream is damaged: {e}") from None
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+# how a directory of a tree someone else may change is opened: never through a symlink
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 # opener(parent descriptor, component name, what (the entry being worked on, for errors), create)
 Opener = Callable[[int, bytes, bytes, bool], int]
 

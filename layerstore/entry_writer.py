@@ -21,8 +21,8 @@ import os
 import stat
 from typing import Protocol
 
-from layerstore.dir_chain import DirChain
-from layerstore.layer_tar import OPAQUE_MARKER, clamp_mtime, dir_xattrs, xattrs_of
+from layerstore.dir_chain import DIR_FLAGS, DirChain
+from layerstore.layer_tar import OPAQUE_MARKER, clamp_mtime, dir_xattrs, xattrs_from, xattrs_of
 from layerstore.tar_format import (
     BLOCK,
     BLOCKDEV,
@@ -49,7 +49,6 @@ Event = tuple[int, int, "tuple[int, int] | None", tuple[bytes, int, int, int, in
 _S_IFMT = 0o170000
 _EXPECTED = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK}
 _DEVICES = {stat.S_IFCHR: CHAR, stat.S_IFBLK: BLOCKDEV, stat.S_IFIFO: FIFO}
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a file swapped for a FIFO after its stat must not hang the commit
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _PADDING = [b"\0" * (-n % BLOCK) for n in range(BLOCK)]
@@ -66,7 +65,7 @@ class Output(Protocol):
 
 
 def _open_dir(parent: int, name: bytes, what: bytes, create: bool) -> int:
-    return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    return os.open(name, DIR_FLAGS, dir_fd=parent)
 
 
 class EntryWriter:
@@ -149,7 +148,11 @@ class EntryWriter:
         their length."""
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
         try:
-            header = regular_header(rel, mode, uid, gid, size, mtime, xattrs_of(fd))
+            try:
+                names = os.listxattr(fd)  # xattrs_of, in two steps: most files have none
+            except OSError:
+                names = []
+            header = regular_header(rel, mode, uid, gid, size, mtime, xattrs_from(fd, names) if names else ())
             data = os.read(fd, size) if size else b""
             while len(data) < size:
                 more = os.read(fd, size - len(data))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import xattr
 
-from layerstore.dir_chain import DirChain, walk_dirs
+from layerstore.dir_chain import DIR_FLAGS, DirChain, walk_dirs
 from layerstore.layer_tar import OPAQUE_MARKER, WHITEOUT_PREFIX, keep_xattr
 from layerstore.tar_format import (
     BLOCKDEV,
@@ -52,7 +52,6 @@ from pybuild.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _AUFS_META = b".wh..wh."  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): ignored, as Docker does
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -91,7 +90,7 @@ def open_dir(parent: int, name: bytes, what: bytes, create: bool) -> int:
     """Open directory `name` in `parent` without following a symlink; create it (0755) if absent
     and `create`. `what` (the entry being extracted) names errors. A `dir_chain.Opener`."""
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         if not create:
             raise UnsafeLayer(f"{show_name(what)}: {show_name(name)} does not exist in the layer") from None
@@ -102,7 +101,7 @@ def open_dir(parent: int, name: bytes, what: bytes, create: bool) -> int:
             ) from None
         raise
     os.mkdir(name, 0o700, dir_fd=parent)
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     os.fchmod(fd, 0o755)
     return fd
 
@@ -141,7 +140,7 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
     Raises UnsafeLayer (or another StoreError) on the first entry that breaks a rule.
     """
     ctx = _Context(os.geteuid() == 0 if privileged is None else privileged)
-    root_fd = os.open(target, _DIR_FLAGS)
+    root_fd = os.open(target, DIR_FLAGS)
     dirs = DirChain(root_fd, open_dir)
     done = Extracted()
     try:

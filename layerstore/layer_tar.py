@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from layerstore.dir_chain import DIR_FLAGS
 from layerstore.tar_format import END_OF_ARCHIVE, HARDLINK, encode_fields
 from pybuild.errors import StoreError
 
@@ -47,7 +48,6 @@ class WhiteoutNameError(StoreError):
     """A real file whose name starts with `.wh.`: a layer cannot carry it (it means a deletion)."""
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def keep_xattr(name: bytes) -> bool:
@@ -77,7 +77,7 @@ def xattrs_of(target: int | bytes) -> tuple[tuple[str, bytes], ...]:
     """The kept extended attributes of an open file (descriptor) or, not following a symlink, of a
     path: sorted bytewise by name, names decoded as pax keys are. The standard library's calls, as
     they take a descriptor and cost a third of pyxattr's (one listing per file in a commit)."""
-    return _xattrs(target, _names(target))
+    return xattrs_from(target, _names(target))
 
 
 def dir_xattrs(dir_fd: int) -> tuple[tuple[tuple[str, bytes], ...], bool]:
@@ -91,7 +91,7 @@ def dir_xattrs(dir_fd: int) -> tuple[tuple[tuple[str, bytes], ...], bool]:
                 opaque = opaque or os.getxattr(dir_fd, name) == b"y"
             except OSError:
                 continue  # removed meanwhile
-    return _xattrs(dir_fd, names), opaque
+    return xattrs_from(dir_fd, names), opaque
 
 
 def _names(target: int | bytes) -> list[str]:
@@ -101,7 +101,8 @@ def _names(target: int | bytes) -> list[str]:
         return []  # no xattr support here: nothing to keep
 
 
-def _xattrs(target: int | bytes, names: list[str]) -> tuple[tuple[str, bytes], ...]:
+def xattrs_from(target: int | bytes, names: list[str]) -> tuple[tuple[str, bytes], ...]:
+    """`xattrs_of(target)` when its listing, `names`, is known."""
     if not names:
         return ()
     by_fd = isinstance(target, int)
@@ -206,7 +207,7 @@ def write_tree(
     from layerstore.tree_walk import tree_entries
 
     root_b = os.fsencode(root)
-    root_fd = os.open(root_b, _DIR_FLAGS)
+    root_fd = os.open(root_b, DIR_FLAGS)
     writer = EntryWriter(root_b, root_fd, source_date_epoch)
     emitter = Emitter(writer, sink)
     pool = None

@@ -14,28 +14,26 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerstore.atomic import fsync_dir
 from layerstore.blobs import Blobs, VerifyingReader
 from layerstore.compression import MEDIA_TYPES, Readable, compression_of, decompressor
 from layerstore.digests import canonical_json, hex_of, load_json
-from layerstore.extract import Extracted, UnsafeLayer, extract
+from layerstore.dir_chain import DIR_FLAGS
 from layerstore.layout import Layout
 from layerstore.locks import locked_ref
 from layerstore.oci import Descriptor
-from layerstore.tar_format import TarReader
 from pybuild.errors import DigestMismatch, StoreError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from layerstore.extract import Extracted
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def remove_tree(path: Path, tmp: Path) -> None:
     if os.path.islink(doomed) or not os.path.isdir(doomed):
         os.unlink(doomed)
         return
-    fd = os.open(doomed, _DIR_FLAGS)
+    fd = os.open(doomed, DIR_FLAGS)
     stack: list[tuple[str, list[str]]] = [("", os.listdir(fd))]
     try:
         while stack:
@@ -106,14 +104,14 @@ def remove_tree(path: Path, tmp: Path) -> None:
                 stack.pop()
                 if not stack:
                     break
-                parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                parent = os.open("..", DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = parent
                 os.rmdir(name, dir_fd=fd)
                 continue
             child = pending.pop()
             if stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
-                sub = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                sub = os.open(child, DIR_FLAGS, dir_fd=fd)
                 os.fchmod(sub, 0o700)  # entries of a read-only dir could not be removed
                 os.close(fd)
                 fd = sub
@@ -125,7 +123,6 @@ def remove_tree(path: Path, tmp: Path) -> None:
     os.rmdir(doomed)
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Layers:
@@ -261,6 +258,10 @@ class Layers:
         dest = self.layout.unpacked_layer(layer.diff_id)
         if dest.is_dir():
             return dest
+        import tempfile
+
+        from layerstore.extract import UnsafeLayer
+
         work = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.layout.tmp))
         os.chmod(work, 0o755)  # the layer root, unless the tar has a "./" entry
         try:
@@ -286,6 +287,9 @@ def extract_into(stream: Readable, target: Path) -> Extracted:
     """Extract the tar read from `stream` into the empty directory `target` (see `extract`). The
     tar is read ahead in large pieces: the stream may have been read past the end-of-archive
     blocks, so callers read it to its end afterwards (as both digests need anyway)."""
+    from layerstore.extract import extract
+    from layerstore.tar_format import TarReader
+
     return extract(TarReader(stream, read_ahead=True), target)
 
 

@@ -12,7 +12,6 @@ until the block ends. Everything written goes through `tmp/` on the same file sy
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +62,8 @@ class Store:
     def mkdtemp(self, prefix: str = "work-") -> Path:
         """A new private directory under `tmp/` (same file system as the store: an upper dir made
         here can be committed with a rename). gc removes leftovers."""
+        import tempfile
+
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.layout.tmp))
 
     # ------------------------------------------------------------------------------ images

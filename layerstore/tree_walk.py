@@ -18,6 +18,7 @@ import stat
 import sys
 from collections.abc import Iterator
 
+from layerstore.dir_chain import DIR_FLAGS
 from layerstore.layer_tar import WHITEOUT_PREFIX, WhiteoutNameError, layer_order
 from layerstore.tar_format import show_name
 from pybuild.errors import StoreError
@@ -28,7 +29,6 @@ WHITEOUT, FILE, DIR, LINK, OTHER = range(5)
 Walked = tuple[int, bytes]
 _SOCKET = -1
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 KEEP_OPEN = 128  # directory descriptors held along the current path; shallower ones are reopened
 
@@ -100,7 +100,7 @@ def tree_entries(root: bytes, root_fd: int) -> Iterator[Walked]:
                 rel = prefix + name
                 yield (kind, rel)
                 if kind == DIR:
-                    fd = os.open(name, _DIR_FLAGS, dir_fd=level.fd)
+                    fd = os.open(name, DIR_FLAGS, dir_fd=level.fd)
                     try:
                         child = _Level(rel + b"/", fd, listing(fd))
                     except BaseException:
@@ -129,7 +129,7 @@ def tree_entries(root: bytes, root_fd: int) -> Iterator[Walked]:
 def _reopen_parent(root: bytes, child: _Level, parent: _Level) -> int:
     """`parent`'s descriptor, closed to save descriptors, again: `..` of its open child, checked to
     be the same directory (a tree moved about under the walk is an error, not a way out)."""
-    fd = os.open(b"..", _DIR_FLAGS, dir_fd=child.fd)
+    fd = os.open(b"..", DIR_FLAGS, dir_fd=child.fd)
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != parent.ident:
         os.close(fd)
