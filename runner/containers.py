@@ -15,7 +15,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pybuild.errors import NotFound, RuntimeError_
 from runner import capabilities, names, state
@@ -24,9 +24,6 @@ from runner.entrypoint import container_argv
 from runner.mounts import remove_tree
 from runner.spec import DEFAULT_PATH, NETWORK_MODES, Mount, ProcessSpec, SandboxSpec
 from runner.state import ContainerState, RunConfig
-
-if TYPE_CHECKING:
-    from runner.image_lookup import ImageInfo
 
 
 @dataclass(frozen=True)
@@ -162,15 +159,16 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
     if opts.workdir is not None and opts.workdir and not opts.workdir.startswith("/"):
         raise RuntimeError_(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
     from layerstore.locks import store_lock
+    from layerstore.store import Store
     from runner import volumes
 
     specs = [volumes.parse_volume_spec(v) for v in opts.volumes]
     caps = capability_set(opts.cap_add, opts.cap_drop)
     created = state.now()
-    with store_lock(root):  # shared: gc waits until the record names the image
-        image = _resolve_image(root, opts.image)
-        lowers = image.lowers
-        cfg = image.config
+    with Store.open(root) as store:  # the shared lock: gc waits until the record names the image
+        image = store.resolve(opts.image)
+        lowers = store.lower_dirs(image)
+        cfg = image.config.config
         argv = container_argv(cfg.entrypoint, cfg.cmd, opts.command, opts.entrypoint)
         inherited = [m for ref in opts.volumes_from for m in _volumes_from(root, ref)]
         cid = names.random_hex(32)
@@ -213,23 +211,6 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
             )
             state.save(cdir, record)
     return cdir, record, lowers
-
-
-def _resolve_image(root: Path, name: str) -> ImageInfo:
-    """The image `name` (the store lock held): the lean lookup when it can answer, else the layer
-    store (which unpacks what is missing and reports what is wrong)."""
-    from runner.image_lookup import ImageInfo, RunDefaults, quick_resolve
-
-    found = quick_resolve(root, name)
-    if found is not None:
-        return found
-    from layerstore.store import Store
-
-    store = Store(root)
-    image = store.resolve(name)
-    c = image.config.config
-    defaults = RunDefaults(c.entrypoint, c.cmd, c.env, c.working_dir, c.user, dict(c.volumes) if c.volumes else None, c.stop_signal)
-    return ImageInfo(image.digest, image.id, defaults, store.lower_dirs(image))
 
 
 def _records(root: Path) -> list[ContainerState]:

@@ -7,6 +7,7 @@ nothing heavy before the container starts (no lark, no zstandard on that path).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -150,6 +151,9 @@ def run(g: Globals, /, **kw: Any) -> int:
         cdir, record, _ = containers.create(g.root, opts)
     except PybuildError as e:
         raise _as_run_error(e) from None
+    # What is imported by now lives as long as the process: the collector need not walk it again,
+    # neither while the container runs nor at exit (~10 ms of a short run).
+    gc.freeze()
     try:
         if kw["detach"]:
             supervisor.spawn(g.root, cdir)
@@ -178,7 +182,8 @@ def ps(g: Globals, show_all: bool, quiet: bool, no_trunc: bool) -> None:
     """List containers, as docker ps."""
     import time
 
-    from runner import containers, display, state
+    from pybuild.formatting import PS_HEADER, ps_rows, table
+    from runner import containers, state
 
     states = containers.list_states(g.root)
     if not show_all:
@@ -187,7 +192,7 @@ def ps(g: Globals, show_all: bool, quiet: bool, no_trunc: bool) -> None:
         for s in states:
             click.echo(s.id if no_trunc else s.short_id)
         return
-    click.echo(display.table(display.PS_HEADER, display.ps_rows(states, time.time(), no_trunc=no_trunc)), nl=False)
+    click.echo(table([PS_HEADER, *ps_rows(states, time.time(), no_trunc=no_trunc)]))
 
 
 @click.command()
@@ -486,14 +491,15 @@ def volume_create(g: Globals, label: tuple[str, ...], name: str | None) -> None:
 @click.pass_obj
 def volume_ls(g: Globals, quiet: bool) -> None:
     """List volumes."""
-    from runner import display, volumes
+    from pybuild.formatting import table
+    from runner import volumes
 
     found = volumes.all_volumes(g.root)
     if quiet:
         for v in found:
             click.echo(v.name)
         return
-    click.echo(display.table(("DRIVER", "VOLUME NAME"), [("local", v.name) for v in found]), nl=False)
+    click.echo(table([("DRIVER", "VOLUME NAME"), *[("local", v.name) for v in found]]))
 
 
 @volume.command("rm")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pybuild.cli import Globals
+from pybuild.formatting import human_duration, human_size, table
 
 if TYPE_CHECKING:
     from layerstore.images import CommitRecord, Image
@@ -30,44 +31,6 @@ COMPRESSION = click.option(
 # ---------------------------------------------------------------------------- formatting (pure)
 
 
-def human_size(size: float) -> str:
-    """Docker's HumanSizeWithPrecision(size, 3): decimal units, three significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.3g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's HumanDuration ("2 hours", "About a minute")."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
 def ago(created: str | None, now: float | None = None) -> str:
     from layerstore.images import parse_time
 
@@ -75,14 +38,6 @@ def ago(created: str | None, now: float | None = None) -> str:
     if t is None:
         return "N/A"
     return human_duration((now or time.time()) - t) + " ago"
-
-
-def table(rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell plus three spaces, as Docker's tabwriter prints them."""
-    if not rows:
-        return ""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("".join(c.ljust(w + 3) if i < len(r) - 1 else c for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows)
 
 
 def _env_epoch() -> int | None:

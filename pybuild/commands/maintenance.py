@@ -18,7 +18,7 @@ def gc(g: Globals, grace: float, prune_cache: bool, dry_run: bool, verbose: bool
     reaches (mark and sweep, under the exclusive store lock)."""
     from layerstore.gc import collect
     from layerstore.store import Store
-    from pybuild.commands.images import human_size
+    from pybuild.formatting import human_size
 
     with Store.open(g.root, exclusive=True) as store:
         freed = collect(store, grace_seconds=grace, prune_cache=prune_cache, dry_run=dry_run)

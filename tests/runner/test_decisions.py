@@ -134,35 +134,7 @@ def test_bad_volume_specs(text: str) -> None:
         parse_volume_spec(text)
 
 
-# -- docker ps ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "seconds, text",
-    [(0.5, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"), (150, "2 minutes"),
-     (3600, "About an hour"), (7200, "2 hours"), (3 * 86400, "3 days"), (20 * 86400, "2 weeks"), (90 * 86400, "3 months"),
-     (800 * 86400, "2 years")],
-)
-def test_human_duration(seconds: float, text: str) -> None:
-    assert display.human_duration(seconds) == text
-
-
-def test_ps_table_is_laid_out_as_docker_does() -> None:
-    rec = state.ContainerState(
-        id="a" * 64, name="bold_turing", created="2024-01-01T00:00:00.000000000Z", image="busybox",
-        image_digest="sha256:x", image_id="sha256:y",
-        config=state.RunConfig(argv=("sh", "-c", "while true; do sleep 1; done")),
-        status=state.EXITED, exit_code=3, finished_at="2024-01-01T00:00:10.000000000Z",
-    )
-    now = state.parse_time("2024-01-01T00:01:00Z")
-    assert now is not None
-    text = display.table(display.PS_HEADER, display.ps_rows([rec], now))
-    assert text.splitlines() == [
-        "CONTAINER ID   IMAGE     COMMAND                  CREATED              STATUS                      PORTS     NAMES",
-        'aaaaaaaaaaaa   busybox   "sh -c while true; d…"   About a minute ago   Exited (3) 50 seconds ago             bold_turing',
-    ]
-    unknown = display.status_text(state.ContainerState(**{**rec.__dict__, "exit_code": state.UNKNOWN_EXIT}), now)
-    assert unknown.startswith("Exited (unknown)")
+# -- sizes (how ps and durations print: tests/cli/test_formatting.py) ---------------------------
 
 
 @pytest.mark.parametrize("text, value", [("512", 512), ("64m", 64 << 20), ("1g", 1 << 30), ("1.5G", 3 << 29), ("2GiB", 2 << 30), ("10kb", 10240)])
