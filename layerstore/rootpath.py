@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pybuild.errors import PybuildError
@@ -29,6 +30,29 @@ def resolve_in_root(root: Path, path: str, *, follow_final: bool = True) -> Path
     `follow_final`), each re-rooted at `root`. Components that do not exist are taken literally.
     The result is always `root` or below it.
     """
+
+    def lstat(parts: list[str]) -> os.stat_result | None:
+        try:
+            return os.lstat(os.path.join(root, *parts))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def readlink(parts: list[str]) -> str:
+        return os.readlink(os.path.join(root, *parts))
+
+    return Path(root, *resolve_parts(path, lstat=lstat, readlink=readlink, follow_final=follow_final))
+
+
+def resolve_parts(
+    path: str,
+    *,
+    lstat: Callable[[list[str]], os.stat_result | None],
+    readlink: Callable[[list[str]], str],
+    follow_final: bool = True,
+) -> list[str]:
+    """The components `path` names below a root, resolved as `resolve_in_root` does, in a tree
+    seen through `lstat` (None: absent) and `readlink`, both given the components below the root:
+    a directory, or a view of one such as the union of overlay layers (runner/initlayer.py)."""
     remaining = [c for c in path.split("/") if c not in ("", ".")]
     remaining.reverse()  # a stack: next component at the end
     resolved: list[str] = []
@@ -39,25 +63,19 @@ def resolve_in_root(root: Path, path: str, *, follow_final: bool = True) -> Path
             if resolved:
                 resolved.pop()
             continue
-        candidate = os.path.join(root, *resolved, name)
-        is_last = not remaining
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(name)
-            continue
-        if stat.S_ISLNK(st.st_mode) and (follow_final or not is_last):
+        candidate = resolved + [name]
+        st = lstat(candidate)
+        if st is not None and stat.S_ISLNK(st.st_mode) and (follow_final or remaining):
             links += 1
             if links > MAX_SYMLINKS:
                 raise PathEscape(f"{path}: too many levels of symbolic links")
-            target = os.readlink(candidate)
+            target = readlink(candidate)
             if target.startswith("/"):
                 resolved = []
-            parts = [c for c in target.split("/") if c not in ("", ".")]
-            remaining.extend(reversed(parts))
+            remaining.extend(reversed([c for c in target.split("/") if c not in ("", ".")]))
             continue
         resolved.append(name)
-    return Path(root, *resolved)
+    return resolved
 
 
 def is_within(root: Path, path: Path) -> bool:

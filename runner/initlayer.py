@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerstore.rootpath import MAX_SYMLINKS, PathEscape
+from layerstore.rootpath import resolve_parts
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -76,48 +76,23 @@ def union_lstat(layers: list[Path], parts: list[str]) -> tuple[os.stat_result, P
 
 def union_resolve(layers: list[Path], path: str) -> tuple[list[str], tuple[os.stat_result, Path] | None]:
     """Resolve `path` in the union of `layers` as if it were `/`, following every symlink
-    (re-rooted at the top): the resolved components and the final entry's (stat, layer) or None."""
-    remaining = [c for c in path.split("/") if c not in ("", ".")]
-    remaining.reverse()
-    resolved: list[str] = []
-    links = 0
-    found: tuple[os.stat_result, Path] | None = None
-    while remaining:
-        name = remaining.pop()
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        found = union_lstat(layers, resolved + [name])
-        if found is not None and stat.S_ISLNK(found[0].st_mode):
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise PathEscape(f"{path}: too many levels of symbolic links")
-            target = os.readlink(os.path.join(found[1], *resolved, name))
-            if target.startswith("/"):
-                resolved = []
-            remaining.extend(reversed([c for c in target.split("/") if c not in ("", ".")]))
-            continue
-        if found is None and remaining:
-            # a missing directory: everything below it is missing too
-            resolved.append(name)
-            resolved.extend(reversed(remaining))
-            return _normalise(resolved), None
-        resolved.append(name)
-    if not resolved:
-        found = None  # the root itself always exists; callers never need a placeholder for it
-    return resolved, found
+    (re-rooted at the top, as rootpath.resolve_in_root does): the resolved components and the
+    final entry's (stat, layer), or None if it is absent (or is the root itself)."""
 
+    layer_of: dict[tuple[str, ...], Path] = {}  # where lstat found each link, for readlink
 
-def _normalise(parts: list[str]) -> list[str]:
-    out: list[str] = []
-    for p in parts:
-        if p == "..":
-            if out:
-                out.pop()
-        else:
-            out.append(p)
-    return out
+    def lstat(parts: list[str]) -> os.stat_result | None:
+        found = union_lstat(layers, parts)
+        if found is None:
+            return None
+        layer_of[tuple(parts)] = found[1]
+        return found[0]
+
+    def readlink(parts: list[str]) -> str:
+        return os.readlink(os.path.join(layer_of[tuple(parts)], *parts))
+
+    parts = resolve_parts(path, lstat=lstat, readlink=readlink)
+    return parts, union_lstat(layers, parts) if parts else None
 
 
 def build(init_dir: Path, layers: list[Path], needed: list[Placeholder]) -> dict[str, str]:
