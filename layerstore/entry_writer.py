@@ -7,7 +7,7 @@ of `Event`s, the points where the bytes cannot be decided alone:
   contents are read once and never copied between processes;
 - an entry with several links (not a directory): its bytes are here in full, but if an earlier
   path of the layer has the same inode it becomes a hardlink entry to that path instead, which
-  only the process that sees the runs in order can tell (layer_tar._Emitter).
+  only the process that sees the runs in order can tell (layer_tar.Emitter).
 A run may be written in this process or in a worker (tree_workers.py): the writer reaches each
 entry through its own directory descriptors (dir_chain.DirChain), opened without following
 symlinks from the tree's descriptor.
