@@ -98,9 +98,8 @@ class Staging:
         tee: LayerTee | None = None
         compression = "none"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            out = _BlobFile(path, expected_size)
             try:
-                _preallocate(fd, expected_size)
                 first = True
                 for data, n in _pieces(source, pool):
                     view = memoryview(data)[:n]
@@ -116,15 +115,15 @@ class Staging:
                     if expected_size is not None and count > expected_size:
                         raise SizeMismatch(what, expected=expected_size, got=f"more than {expected_size} bytes")
                     h.update(view)
-                    _write_all(fd, view)
+                    out.write(view)
                     view.release()
                     if tee is not None:
                         tee.write(data, n, lent=pool is not None)
                     elif pool is not None:
                         pool.put(data)  # type: ignore[arg-type]
-                os.fsync(fd)
+                out.sync()
             finally:
-                os.close(fd)
+                out.close()
             digest = f"{(expected or 'sha256:').split(':')[0]}:{h.hexdigest()}"
             if expected_size is not None and count != expected_size:
                 raise SizeMismatch(what, expected=expected_size, got=f"{count} bytes")
@@ -298,17 +297,30 @@ def _pieces(source: Readable | Iterable[bytes], pool: BufferPool | None) -> Iter
         yield head, len(head)
 
 
-def _preallocate(fd: int, size: int | None) -> None:
-    """Allocate the file's blocks up front when its size is known (a descriptor's): ext4 then skips
-    the per-page delayed-allocation work on every write, a third of the write's CPU time. Only a
-    hint: where the file system cannot (or the disk is too full), the writes simply go as usual.
-    A stream that stops short is refused by its size check and its file removed, so the zeros
-    allocated past its end are never published."""
-    if size:
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as e:
-            log.debug("preallocating %d bytes: %s", size, e.strerror)
+class _BlobFile:
+    """A staged blob being written. Preallocated to its size when the size is known (a
+    descriptor's): ext4 then skips the per-page delayed-allocation work on every write, a third of
+    the write's CPU time; where the file system cannot (or the disk is too full) the writes go as
+    usual, and a stream that stops short is refused by its size check and its file removed, so the
+    zeros allocated past its end are never published. `sync` makes it durable before it is
+    published."""
+
+    def __init__(self, path: Path, size: int | None) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        if size:
+            try:
+                os.posix_fallocate(self.fd, 0, size)
+            except OSError as e:
+                log.debug("preallocating %d bytes for %s: %s", size, path, e.strerror)
+
+    def write(self, data: memoryview) -> None:
+        _write_all(self.fd, data)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _write_all(fd: int, data: memoryview) -> None:

@@ -161,21 +161,3 @@ class LayerTee:
                     self._cur, self._lent = item
                     self._release()
 
-
-def keep_freed_buffers() -> bool:
-    """Ask glibc's allocator to keep freed megabyte buffers for reuse instead of giving them back to
-    the kernel at once. An incoming layer is decompressed into a new 1 MiB bytes object per read
-    (python-zstandard, then the store's tar reader): with glibc's defaults a thread's heap is
-    trimmed and faulted in again over and over, about a sixth of a pull's system time. For a
-    process that is about to pull or load and then exit (the CLI commands); a library caller
-    decides for its own process. Returns whether the setting took (False off glibc)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = mallopt(m_mmap_threshold, 4 << 20)  # 1 MiB buffers come from the heap, not mmap
-    return bool(ok and mallopt(m_trim_threshold, 64 << 20))  # and stay there once freed

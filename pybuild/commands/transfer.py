@@ -65,7 +65,7 @@ def load(g: Globals, source: str, platform: str | None) -> None:
     from layerstore.store import Store
     from layerstore.transfer import load as do_load
     from layerstore.transfer_media import parse_platform
-    from layerstore.transfer_tee import keep_freed_buffers
+    from layerstore.transfer_libc import keep_freed_buffers
 
     if source == "-" and sys.stdin.isatty():
         raise click.UsageError("refusing to read an archive from a terminal; use -i FILE or a pipe")
@@ -112,7 +112,7 @@ def pull(g: Globals, reference: str, platform: str | None, tls_verify: bool, qui
     from layerstore.store import Store
     from layerstore.transfer_media import parse_platform
     from layerstore.transfer_registry import pull_image
-    from layerstore.transfer_tee import keep_freed_buffers
+    from layerstore.transfer_libc import keep_freed_buffers
 
     keep_freed_buffers()
     _imported()

@@ -151,6 +151,7 @@ def test_freed_buffers_are_kept_on_glibc() -> None:
     import subprocess
     import sys
 
-    code = "from layerstore.transfer_tee import keep_freed_buffers; print(keep_freed_buffers())"
+    code = "from layerstore.transfer_libc import keep_freed_buffers; print(keep_freed_buffers())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"  # Debian's libc is glibc; elsewhere it is False and harmless
+
