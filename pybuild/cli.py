@@ -164,11 +164,12 @@ def cli(ctx: click.Context, root: Path, debug: bool) -> None:
     ctx.obj = Globals(root=root.absolute(), debug=debug)
 
 
-def _print_error(err: PybuildError) -> None:
-    for line in err.lines():
-        click.echo(f"error: {line}", err=True)
-    if err.hint:
-        click.echo(f"hint: {err.hint}", err=True)
+def print_error(err: PybuildError) -> None:
+    """`error: ...` for each problem, each followed by its `hint: ...` if it has one."""
+    for message, hint in err.entries():
+        click.echo(f"error: {message}", err=True)
+        if hint:
+            click.echo(f"hint: {hint}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     except PybuildError as e:
         if debug:
             traceback.print_exc()
-        _print_error(e)
+        print_error(e)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -28,6 +28,10 @@ class PybuildError(Exception):
         """The `error:` lines to print, one per problem (most errors are one problem)."""
         yield self.message
 
+    def entries(self) -> Iterator[tuple[str, str | None]]:
+        """Each problem with its own hint: what the CLI prints as `error:` and `hint:` lines."""
+        yield self.message, self.hint
+
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
@@ -82,6 +86,10 @@ class ParseErrors(ParseError):
     def lines(self) -> Iterator[str]:
         for e in self.errors:
             yield e.message
+
+    def entries(self) -> Iterator[tuple[str, str | None]]:
+        for e in self.errors:
+            yield e.message, e.hint
 
     def at(self, file: str | None) -> ParseErrors:
         return ParseErrors([e.at(file) for e in self.errors])

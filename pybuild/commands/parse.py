@@ -54,6 +54,7 @@ def parse(ctx: click.Context, file: str | None, fmt: str) -> None:
     heredocs or quotes, ...), one line each, and the exit status is then 1.
     """
     import parser
+    from pybuild.cli import print_error
     from pybuild.errors import ParseError, ParseErrors
 
     data, name = _read(file)
@@ -71,9 +72,6 @@ def parse(ctx: click.Context, file: str | None, fmt: str) -> None:
             click.echo(parser.dump(tree), nl=False)
             for w in buildfile.warnings if buildfile else ():
                 click.echo(f"warning: {name}:{w.line}: {w.message} ({w.rule})", err=True)
-    for err in errors:
-        click.echo(f"error: {err.message}", err=True)
-        if err.hint:
-            click.echo(f"hint: {err.hint}", err=True)
     if errors:
+        print_error(ParseErrors(errors))
         ctx.exit(1)

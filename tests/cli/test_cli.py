@@ -56,3 +56,18 @@ def test_unknown_option_is_one_error_line_and_exit_1() -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_each_error_is_followed_by_its_own_hint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "Buildfile"
+    bad.write_text("FROM busybox\nRUNN x\nCOPY --frm=a b c\n")
+    proc = run("--root", str(tmp_path / "store"), "build", "-f", str(bad), str(tmp_path))
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+    assert lines == [
+        f"error: {bad}:2:1: unknown instruction: RUNN",
+        "hint: did you mean RUN?",
+        f"error: {bad}:3:6: unknown flag: --frm",
+        "hint: did you mean --from?",
+    ]
+    assert "Traceback" not in proc.stderr
