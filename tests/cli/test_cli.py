@@ -65,9 +65,9 @@ def test_each_error_is_followed_by_its_own_hint(tmp_path) -> None:  # type: igno
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "hint:"))]
     assert lines == [
-        f"error: {bad}:2:1: unknown instruction: RUNN",
+        "error: Buildfile:2:1: unknown instruction: RUNN",
         "hint: did you mean RUN?",
-        f"error: {bad}:3:6: unknown flag: --frm",
+        "error: Buildfile:3:6: unknown flag: --frm",
         "hint: did you mean --from?",
     ]
     assert "Traceback" not in proc.stderr
