@@ -9,10 +9,12 @@ outputs do:
   Metadata instructions do not touch it, so a changed LABEL, or an ARG no step uses, reruns
   nothing. A key found in the build cache gives the step's layer (and its history entry) from
   the image cached under it, without running the step;
-- the *image* chain: every instruction, metadata included. Its last key names the stage's
-  image: on a fully cached rebuild the very same image is found, with the same digest.
-Images are written with their stage's base image as parent: one image per step that ran (to
-cache its layer) and one per stage result.
+- the *image* chain: every instruction, metadata included, and the config after it. Every
+  instruction's result is an image, cached under its image key, whose commit parent is the
+  previous instruction's image (the first one's is the stage's base): `pybuild log` reads a
+  build step by step, as `git log` reads commits, and `pybuild diff IMAGE` shows what one step
+  changed. A metadata step's image costs two small JSON blobs; on a fully cached rebuild every
+  image is found by its key and none is read but the last, which has the very same digest.
 
 Atomicity: the store writes objects before references, a key is cached only once its image is
 written, and tags are set only after the whole build succeeded. A failed step leaves the cached
@@ -68,49 +70,26 @@ class BuildOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
-@dataclass
-class StepLayer:
-    """A layer a step added: known, or still inside the cached step image `digest` (read only
-    when needed: a fully cached rebuild never needs it)."""
-
-    digest: str | None
-    layer: Layer | None = None
-    entry: HistoryEntry | None = None
-
-    def resolve(self, env: BuildEnv) -> tuple[Layer, HistoryEntry]:
-        if self.layer is None or self.entry is None:
-            assert self.digest is not None
-            image = env.image(self.digest)
-            entries = [h for h in image.history if not h.empty_layer]
-            if not image.layers or not entries:
-                raise BuildError(f"cached step image {self.digest} has no layer; remove it with 'pybuild gc --prune-cache'")
-            self.layer, self.entry = image.layers[-1], entries[-1]
-        return self.layer, self.entry
-
-
 @dataclass(frozen=True)
 class StageState:
-    """Where a stage is: its base image, the layers and history entries it added, the two key
-    chains, and its config and variables."""
+    """Where a stage is: its base image, the image its last step ended with (`head`, a manifest
+    digest, read only when a later step needs it), the two key chains, and its config and
+    variables."""
 
     index: int
     label: str
     total: int
     base: Image | None  # None: scratch
+    head: str | None  # the image after the last step (the base's digest at FROM; None: scratch)
     fs_key: str
     image_key: str
     sc: StageConfig
-    layers: tuple[StepLayer, ...] = ()
-    history: tuple[HistoryEntry | StepLayer, ...] = ()  # a StepLayer stands for its own entry
     position: int = 1
     origin: Image | None = None  # the image the chain of stages started from (for --squash)
 
     def below(self, env: BuildEnv) -> tuple[Layer, ...]:
         """Every layer under the next step, bottom first."""
-        return (self.base.layers if self.base else ()) + tuple(s.resolve(env)[0] for s in self.layers)
-
-    def entries(self, env: BuildEnv) -> list[HistoryEntry]:
-        return [h.resolve(env)[1] if isinstance(h, StepLayer) else h for h in self.history]
+        return env.image(self.head).layers if self.head else ()
 
 
 def _stage_total(plan: StagePlan) -> int:
@@ -244,26 +223,26 @@ class Builder:
         base: Base = sp.base
         label = self._label(sp)
         total = _stage_total(sp)
-        probe = StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
+        probe = StageState(sp.stage.index, label, total, None, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
         if base.kind == "stage":
             prior = self.results[base.stage]
             step = self._start(self._display(probe, f"FROM {prior.label or prior.index}"))
             self.progress.done(step)
             image = self._stage_image(prior)
             sc = replace(prior.sc, cmd_set=False)  # CMD set in the parent stage counts as inherited
-            return StageState(sp.stage.index, label, total, image, prior.fs_key, image.digest, sc, origin=prior.origin)
+            return StageState(sp.stage.index, label, total, image, image.digest, prior.fs_key, image.digest, sc, origin=prior.origin)
         if base.kind == "scratch":
             sc = StageConfig(ContainerConfig(), Scope()).with_scope(Scope.from_image_env([]))
             step = self._start(self._display(probe, "FROM scratch"))
             self.progress.done(step)
-            return StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, sc)
+            return StageState(sp.stage.index, label, total, None, None, SCRATCH, SCRATCH, sc)
         image = self._base_image(base.ref, str(sp.stage.location))
         self.counter += 1
         self.progress.cached(Step(self.counter, self._display(probe, f"FROM {base.ref}@{image.digest}")))
         config = image.config.config
         sc = StageConfig(config, Scope()).with_scope(Scope.from_image_env(config.env or ()))
         sc = replace(sc, author=image.config.author)
-        return StageState(sp.stage.index, label, total, image, image.digest, image.digest, sc, origin=image)
+        return StageState(sp.stage.index, label, total, image, image.digest, image.digest, image.digest, sc, origin=image)
 
     def _check_platform(self, sp: StagePlan) -> None:
         """FROM --platform may only name the platform pybuild builds for (F50)."""
@@ -353,32 +332,47 @@ class Builder:
         return rfc3339(self.epoch) if self.epoch is not None else rfc3339()
 
     def _config_step(self, state: StageState, sc: StageConfig, created_by: str) -> StageState:
-        """A metadata step: a history entry and a new config; nothing is written until the
-        stage's image is (see `_stage_image`)."""
-        entry = HistoryEntry(created_by=created_by, created=self._created(), comment=HISTORY_COMMENT, empty_layer=True)
-        image_key = _chain(state.image_key, "config", created_by, self.epoch)
-        return replace(state, sc=sc, history=state.history + (entry,), image_key=image_key)
+        """A metadata step: the previous step's image with a new config and one empty history
+        entry, found in the cache under its image key or written (JSON only)."""
+        image_key = _chain(state.image_key, "config", _config_text(created_by, sc), self.epoch)
+        head = self._lookup(_key_hex(image_key), state)
+        if head is None:
+            entry = HistoryEntry(created_by=created_by, created=self._created(), comment=HISTORY_COMMENT, empty_layer=True)
+            head = self._write_step(state, sc, image_key, None, entry).digest
+        return replace(state, sc=sc, head=head, image_key=image_key)
 
     def _layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, shown: str, pos: str) -> StageState:
+        """A step that adds a layer. Its image is found under its image key (the whole image
+        chain so far); else its layer is found under its file-system key (only what the step
+        sees: a changed LABEL before it reruns nothing) and a new image is written on the
+        previous step's; else the step runs."""
         key = prepared.inputs.key()
         self.current[pos] = prepared.inputs
-        hit = self._lookup(key, state)
-        if hit is not None:
-            step_layer = StepLayer(hit)
-            self.counter += 1
-            self.progress.cached(Step(self.counter, shown))
-        else:
-            step_layer = self._run_layer_step(state, sc, prepared, key, shown, pos)
-        return replace(
-            state,
-            sc=sc,
-            fs_key=key,
-            image_key=_chain(state.image_key, "layer", key, None),
-            layers=state.layers + (step_layer,),
-            history=state.history + (step_layer,),
-        )
+        image_key = _chain(state.image_key, "layer", _config_text(key, sc), None)
+        head = self._lookup(_key_hex(image_key), state)
+        if head is None:
+            found = self._lookup(key, state)
+            if found is not None:
+                layer, entry = self._cached_layer(found)
+                head = self._write_step(state, sc, image_key, layer, entry).digest
+            else:
+                head = self._run_layer_step(state, sc, prepared, key, image_key, shown, pos).digest
+                return replace(state, sc=sc, head=head, fs_key=key, image_key=image_key)
+        self.counter += 1
+        self.progress.cached(Step(self.counter, shown))
+        return replace(state, sc=sc, head=head, fs_key=key, image_key=image_key)
 
-    def _run_layer_step(self, state: StageState, sc: StageConfig, prepared: Prepared, key: str, shown: str, pos: str) -> StepLayer:
+    def _cached_layer(self, digest: str) -> tuple[Layer, HistoryEntry]:
+        """The layer a cached step image added, and its history entry."""
+        image = self.env.image(digest)
+        entries = [h for h in image.history if not h.empty_layer]
+        if not image.layers or not entries:
+            raise BuildError(f"cached step image {digest} has no layer; remove it with 'pybuild gc --prune-cache'")
+        return image.layers[-1], entries[-1]
+
+    def _run_layer_step(
+        self, state: StageState, sc: StageConfig, prepared: Prepared, key: str, image_key: str, shown: str, pos: str
+    ) -> Image:
         reasons = ["--no-cache"] if self._no_cache(state) else explain(self.previous.get(pos), prepared.inputs)
         step = self._start(shown, reasons)
         self.env.on_output = lambda stream, data: self.progress.output(step, stream, data)
@@ -390,50 +384,44 @@ class Builder:
             finally:
                 discard(upper)  # the commit moved the upper away; this removes what is left
             entry = HistoryEntry(created_by=prepared.created_by, created=self._created(), comment=HISTORY_COMMENT)
-            # The step's own image: what a later build finds under `key` (layer and entry).
-            image = self.store.write_image(
-                parent=state.base,
-                layers=[s.resolve(self.env)[0] for s in state.layers] + [layer],
-                config=sc.config,
-                history=state.entries(self.env) + [entry],
-                created=entry.created,
-                instruction=prepared.created_by,
-                cache_key=key,
-            )
+            image = self._write_step(state, sc, image_key, layer, entry)
         except PybuildError as e:
             self.progress.error(step, e.message)
             raise
         finally:
             self.env.on_output = lambda stream, data: None
-        self.store.cache.put(key, image.digest)
-        self.env.images[image.digest] = image
+        self.store.cache.put(key, image.digest)  # what a later build finds the layer under
         self.progress.done(step)
-        return StepLayer(image.digest, layer, entry)
+        return image
 
-    def _stage_image(self, state: StageState) -> Image:
-        """The image a stage ends with: found under its image key, else written (and cached)."""
-        key = state.image_key
-        if state.base is not None and not state.history and not state.layers:
-            return state.base  # `FROM image` and nothing else: that image
-        hit = self._lookup(_key_hex(key), state)
-        if hit is not None:
-            try:
-                return self.env.image(hit)
-            except PybuildError:
-                pass
-        history = state.entries(self.env) or [HistoryEntry(created_by="FROM scratch", created=self._created(), empty_layer=True)]
+    def _write_step(self, state: StageState, sc: StageConfig, image_key: str, layer: Layer | None, entry: HistoryEntry) -> Image:
+        """The image of one step: the previous step's image (its commit parent) plus `layer` (if
+        any), `entry` and the config after the step; cached under `image_key`. Objects before
+        references: the cache entry is written after the image."""
         image = self.store.write_image(
-            parent=state.base,
-            layers=[s.resolve(self.env)[0] for s in state.layers],
-            config=state.sc.config,
-            history=history,
-            created=history[-1].created,
-            instruction=history[-1].created_by,
-            cache_key=_key_hex(key),
+            parent=self.env.image(state.head) if state.head else None,
+            layers=[layer] if layer is not None else [],
+            config=sc.config,
+            history=[entry],
+            created=entry.created,
+            instruction=entry.created_by,
+            cache_key=_key_hex(image_key),
+            author=sc.author,
         )
-        self.store.cache.put(_key_hex(key), image.digest)
+        self.store.cache.put(_key_hex(image_key), image.digest)
         self.env.images[image.digest] = image
         return image
+
+    def _stage_image(self, state: StageState) -> Image:
+        """The image a stage ends with: its last step's (for `FROM image` alone, that image; for
+        `FROM scratch` alone, an empty image with one `FROM scratch` entry)."""
+        if state.head is not None:
+            return self.env.image(state.head)
+        hit = self._lookup(_key_hex(state.image_key), state)
+        if hit is not None:
+            return self.env.image(hit)
+        entry = HistoryEntry(created_by="FROM scratch", created=self._created(), empty_layer=True)
+        return self._write_step(state, state.sc, state.image_key, None, entry)
 
     def _labels(self, state: StageState, labels: dict[str, str]) -> StageState:
         """--label: applied to the final image as a last metadata step."""
@@ -448,6 +436,14 @@ def _chain(previous: str, kind: str, value: str, epoch: int | None) -> str:
     """The next key of the image chain."""
     doc = json.dumps([previous, kind, value, epoch], separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(doc.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _config_text(value: str, sc: StageConfig) -> str:
+    """What a step's image key adds to the chain: the step (its history text or file-system key)
+    and the config after it, as a history text does not say everything the config holds
+    (HEALTHCHECK's options, for one)."""
+    doc = {"step": value, "config": sc.config.to_json(), "author": sc.author}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _key_hex(key: str) -> str:

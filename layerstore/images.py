@@ -193,9 +193,11 @@ class Images:
         message: str | None = None,
         architecture: str | None = None,
         compression: str | None = None,
+        author: str | None = None,
     ) -> Image:
         """Write a new image: `parent`'s layers + `layers`, `config` (default: the parent's),
         `parent`'s history + `history`, and its commit record. Returns the stored Image.
+        `author` sets the config's `author` (Dockerfile MAINTAINER); None keeps the parent's.
 
         With no `history`, one entry (`instruction`, created now) is made, `empty_layer` when no
         layer is added. With `compression`, every layer is stored with that compression (umoci
@@ -219,6 +221,7 @@ class Images:
             diff_ids=tuple(layer.diff_id for layer in all_layers),
             history=tuple(base.history) + tuple(history),
             architecture=architecture or base.architecture,
+            author=author if author is not None else base.author,
         )
         manifest_preview = Manifest(Descriptor(CONFIG, "sha256:" + "0" * 64, 0), tuple(l.descriptor for l in all_layers))
         check_history(image_config, manifest_preview, "new image")
