@@ -55,11 +55,6 @@ class StepInputs:
         return cls(str(doc["parent"]), str(doc["op"]), dict(doc["fields"]))
 
 
-def base_key(image_digest: str | None) -> str:
-    """The parent key of a stage's first step: its base image's manifest digest, or scratch."""
-    return image_digest or SCRATCH
-
-
 @dataclass(frozen=True)
 class Mount:
     """A RUN --mount as it enters the key: type, target and the identity of its content
@@ -84,6 +79,7 @@ def run_inputs(
     network: str = "default",
     mounts: Sequence[Mount] = (),
     epoch: int | None = None,
+    hostname: str = "buildkitsandbox",
 ) -> StepInputs:
     """The inputs of a RUN step (argv already wrapped in SHELL for the shell form)."""
     return StepInputs(
@@ -95,6 +91,7 @@ def run_inputs(
             "user": user,
             "workdir": workdir,
             "network": network,
+            "hostname": hostname,
             "mounts": [m.to_json() for m in mounts],
             "epoch": epoch,
         },
@@ -137,11 +134,6 @@ def copy_inputs(
             "epoch": epoch,
         },
     )
-
-
-def meta_inputs(parent: str, *, op: str, value: Json, epoch: int | None = None) -> StepInputs:
-    """A metadata step (ENV, LABEL, CMD, ...): `value` is what it sets, after expansion."""
-    return StepInputs(parent, op, {"value": value, "epoch": epoch})
 
 
 def explain(old: StepInputs | None, new: StepInputs) -> list[str]:

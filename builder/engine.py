@@ -218,6 +218,18 @@ class Builder:
             state = self._dispatch(state, instruction, f"{sp.stage.index}/{k}")
         return state
 
+    def _result(self, index: int) -> StageState:
+        """A stage's result, built first (with what it needs) when the plan left it out: an
+        ONBUILD trigger of a base image may name a stage of this file that no instruction does
+        (`ONBUILD COPY --from=builder ...`, resolved in the child's Buildfile as BuildKit does)."""
+        if index not in self.results:
+            assert self.buildfile is not None
+            needed = plan_build(self.buildfile, self.meta, str(index))
+            for i in needed.order:
+                if i not in self.results:
+                    self.results[i] = self._build_stage(needed, needed.stages[i])
+        return self.results[index]
+
     def _from(self, sp: StagePlan) -> StageState:
         self._check_platform(sp)
         base: Base = sp.base
@@ -225,7 +237,7 @@ class Builder:
         total = _stage_total(sp)
         probe = StageState(sp.stage.index, label, total, None, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
         if base.kind == "stage":
-            prior = self.results[base.stage]
+            prior = self._result(base.stage)
             step = self._start(self._display(probe, f"FROM {prior.label or prior.index}"))
             self.progress.done(step)
             image = self._stage_image(prior)
@@ -238,7 +250,7 @@ class Builder:
             return StageState(sp.stage.index, label, total, None, None, SCRATCH, SCRATCH, sc)
         image = self._base_image(base.ref, str(sp.stage.location))
         self.counter += 1
-        self.progress.cached(Step(self.counter, self._display(probe, f"FROM {base.ref}@{image.digest}")))
+        self.progress.cached(Step(self.counter, self._display(probe, f"FROM {base.ref}" + ("" if "@" in base.ref else f"@{image.digest}"))))
         config = image.config.config
         sc = StageConfig(config, Scope()).with_scope(Scope.from_image_env(config.env or ()))
         sc = replace(sc, author=image.config.author)
@@ -282,7 +294,7 @@ class Builder:
         assert self.buildfile is not None
         index = stage_ref(self.buildfile, name, state.index)
         if index is not None:
-            prior = self.results[index]
+            prior = self._result(index)
             return prior.fs_key, lambda: prior.below(self.env)
         image = self._base_image(name, "")
         return image.digest, lambda: image.layers
@@ -308,13 +320,19 @@ class Builder:
         state = replace(state, position=state.position + 1)
         shown = self._display(state, (("ONBUILD " if onbuild else "") + instruction.original.strip())[:200])
         source_of = lambda name: self._source(state, name)  # noqa: E731
-        if isinstance(instruction, Run):
-            prepared = prepare_run(self.env, instruction, state.sc, x, state.fs_key, lambda: state.below(self.env), source_of)
-            return self._layer_step(state, state.sc, prepared, shown, pos)
-        if isinstance(instruction, (Copy, Add)):
-            prepared = prepare_copy(self.env, instruction, state.sc, x, state.fs_key, lambda: state.below(self.env), source_of)
-            return self._layer_step(state, state.sc, prepared, shown, pos)
-        raise BuildError(f"{instruction.keyword} cannot be used here", location=str(instruction.location))
+        if not isinstance(instruction, (Run, Copy, Add)):
+            raise BuildError(f"{instruction.keyword} cannot be used here", location=str(instruction.location))
+        below = lambda: state.below(self.env)  # noqa: E731
+        try:
+            if isinstance(instruction, Run):
+                prepared = prepare_run(self.env, instruction, state.sc, x, state.fs_key, below, source_of)
+            else:
+                prepared = prepare_copy(self.env, instruction, state.sc, x, state.fs_key, below, source_of)
+        except PybuildError as e:
+            # a source that is missing, a bad --chmod, ...: shown as the step that failed
+            self.progress.error(self._start(shown), e.message)
+            raise
+        return self._layer_step(state, state.sc, prepared, shown, pos)
 
     def _lookup(self, key: str, state: StageState | None = None) -> str | None:
         return None if self._no_cache(state) else self.store.cache.get(key)

@@ -1,9 +1,10 @@
 """Metadata instructions: how each one changes the image config, and the history line it leaves.
 
 Pure functions over `StageConfig` (the image config being built plus the stage's variables), with
-BuildKit's rules (F81-F94) and its history texts (`ENV a=b`, `CMD ["/bin/sh" "-c" "x"]`):
+BuildKit's rules (F81-F94) and its history texts, which are Go's formatting of its values
+(`ENV a=b`, `CMD ["/bin/sh" "-c" "x"]` from %q, `VOLUME [/data]` and `EXPOSE [80/tcp]` from %v):
 - CMD and ENTRYPOINT in shell form are wrapped in the current SHELL when the Buildfile is built;
-  both set ArgsEscaped; ENTRYPOINT clears a CMD inherited from the base unless this stage set one;
+  CMD sets ArgsEscaped; ENTRYPOINT clears a CMD inherited from the base unless this stage set one;
   the last of each wins.
 - ENV goes into the config and the build environment; ARG only into the build environment.
 - LABEL, EXPOSE (expanded, then split; ranges give one port each; protocol lower-cased), VOLUME,
@@ -36,7 +37,7 @@ from parser import (
     Volume,
     Workdir,
 )
-from parser.gotext import quote_slice
+from parser.gotext import format_duration, format_list, quote_rune, quote_slice
 from parser.shell import expand_word, expand_words
 from parser.signals import parse_signal
 from pybuild.errors import BuildError, ParseError
@@ -112,23 +113,46 @@ def command_argv(sc: StageConfig, command: tuple[str, ...] | None, prepend_shell
 
 
 def expose_ports(words: list[str], where: str) -> list[str]:
-    """EXPOSE words to config keys: `80` -> `80/tcp`, `8000-8001/UDP` -> two `/udp` entries."""
+    """EXPOSE words to config keys, as BuildKit's parsePortSpecs: `80` -> `80/tcp`,
+    `8000-8001/UDP` -> two `/udp` entries, `[ip:]hostport:port` -> the container port (the host
+    part is checked, then dropped). In order, duplicates kept (the history shows them)."""
     out: list[str] = []
     for word in words:
-        port, _, proto = word.partition("/")
+        parts = word.split(":")
+        container, host = parts[-1], (parts[-2] if len(parts) > 1 else "")
+        port, _, proto = container.partition("/")
+        if not port:
+            raise BuildError(f"no port specified: {container}<empty>", location=where)
         proto = (proto or "tcp").lower()
         if proto not in _PROTOCOLS:
             raise BuildError(f"invalid proto: {proto}", location=where)
-        low, _, high = port.partition("-")
-        try:
-            first = int(low)
-            last = int(high) if high else first
-        except ValueError:
-            raise BuildError(f"invalid containerPort: {port}", location=where) from None
-        if not (0 < first <= last <= 65535):
-            raise BuildError(f"invalid port range: {port}", location=where)
+        first, last = _port_range(port, "containerPort", where)
+        if host:
+            low, high = _port_range(host, "hostPort", where)
+            if high - low != last - first and last != first:
+                raise BuildError(f"invalid ranges specified for container and host Ports: {port} and {host}", location=where)
         out.extend(f"{p}/{proto}" for p in range(first, last + 1))
     return out
+
+
+def _port_range(text: str, what: str, where: str) -> tuple[int, int]:
+    """parsePortRange: `80` or `8000-8010`, each 0..65535, the end not below the start."""
+    bounds = text.split("-")
+    if len(bounds) > 2 or not all(b.isascii() and b.isdigit() and int(b) <= 65535 for b in bounds):
+        raise BuildError(f"invalid {what}: {text}", location=where)
+    first, last = int(bounds[0]), int(bounds[-1])
+    if last < first:
+        raise BuildError(f"invalid {what}: {text}", location=where)
+    return first, last
+
+
+def healthcheck_history(h: Healthcheck) -> str:
+    """BuildKit's history text for HEALTHCHECK: Go's %q of the config struct pointer,
+    `&{["CMD-SHELL" "curl -f x"] "30s" "3s" "0s" "0s" '\\x03'}` (durations through their String
+    method, the retry count as a quoted rune), which is what `docker history` shows."""
+    durations = (h.interval_ns, h.timeout_ns, h.start_period_ns, h.start_interval_ns)
+    shown = " ".join(f'"{format_duration(d or 0)}"' for d in durations)
+    return f"HEALTHCHECK &{{{quote_slice(h.test)} {shown} {quote_rune(h.retries or 0)}}}"
 
 
 def apply_metadata(
@@ -165,22 +189,23 @@ def apply_metadata(
         return replace(sc, config=config, cmd_set=True), "CMD " + quote_slice(argv)
     if isinstance(instruction, Entrypoint):
         entry = command_argv(sc, instruction.command, instruction.prepend_shell)
-        config = replace(c, entrypoint=entry, args_escaped=True)
+        config = replace(c, entrypoint=entry)  # BuildKit sets ArgsEscaped for CMD only
         if not sc.cmd_set:
             config = replace(config, cmd=None)
         return replace(sc, config=config), "ENTRYPOINT " + quote_slice(entry or ())
     if isinstance(instruction, Expose):
         words = [w for text in instruction.ports for w in x.words(text)]
+        exposed = expose_ports(words, x.where)
         ports = dict(c.exposed_ports or {})
-        ports.update({p: {} for p in expose_ports(words, x.where)})
-        return replace(sc, config=replace(c, exposed_ports=ports)), "EXPOSE " + " ".join(words)
+        ports.update({p: {} for p in exposed})
+        return replace(sc, config=replace(c, exposed_ports=ports)), "EXPOSE " + format_list(exposed)
     if isinstance(instruction, Volume):
         paths = [x.word(p) for p in instruction.paths]
         if any(not p.strip() for p in paths):
             raise BuildError("VOLUME specified can not be an empty string", location=x.where)
         volumes = dict(c.volumes or {})
         volumes.update({p: {} for p in paths})
-        return replace(sc, config=replace(c, volumes=volumes)), "VOLUME " + quote_slice(paths)
+        return replace(sc, config=replace(c, volumes=volumes)), "VOLUME " + format_list(paths)
     if isinstance(instruction, User):
         user = x.word(instruction.user)
         return replace(sc, config=replace(c, user=user)), f"USER {user}"
@@ -202,9 +227,9 @@ def apply_metadata(
         ):
             if value:
                 health[key] = value
-        return replace(sc, config=replace(c, healthcheck=health)), "HEALTHCHECK " + quote_slice(instruction.test)
+        return replace(sc, config=replace(c, healthcheck=health)), healthcheck_history(instruction)
     if isinstance(instruction, Shell):
-        return replace(sc, config=replace(c, shell=instruction.shell)), "SHELL " + quote_slice(instruction.shell)
+        return replace(sc, config=replace(c, shell=instruction.shell)), "SHELL " + format_list(instruction.shell)
     if isinstance(instruction, Onbuild):
         triggers = tuple(c.on_build or ()) + (instruction.expression,)
         return replace(sc, config=replace(c, on_build=triggers)), f"ONBUILD {instruction.expression}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -110,7 +111,14 @@ def mount_target(m: MountOptions, workdir: str) -> str:
         target = "/run/secrets/" + secret_id(m)
     if not target:
         raise BuildError(f"{m.type} mount needs a target")
-    return target if target.startswith("/") else os.path.join(workdir, target)
+    return posixpath.normpath(target if target.startswith("/") else posixpath.join(workdir, target))
+
+
+def cache_id(m: MountOptions, namespace: str = "") -> str:
+    """A cache mount's id (F56): `id=`, else the target as written, cleaned (BuildKit defaults it
+    before making the target absolute); under BUILDKIT_CACHE_MOUNT_NS when that is set."""
+    cid = m.cache_id or posixpath.normpath(m.target or "/")
+    return posixpath.join(namespace, cid) if namespace else cid
 
 
 def secret_id(m: MountOptions) -> str:
@@ -151,8 +159,9 @@ class Backing:
         self.stack.callback(shutil.rmtree, path, ignore_errors=True)
         return path
 
-    def cache_dir(self, m: MountOptions, target: str, seed: Callable[[Path], None] | None) -> Path:
-        cid = m.cache_id or target
+    def cache_dir(self, m: MountOptions, cid: str, seed: Callable[[Path], None] | None) -> Path:
+        """The directory of cache `cid` (see `cache_id`), created and seeded when new, locked as
+        `sharing` says until the stack closes."""
         base = self.store_root / "cache" / "mounts" / hashlib.sha256(cid.encode()).hexdigest()
         base.mkdir(parents=True, exist_ok=True)
         data = base / "data"

@@ -26,7 +26,18 @@ from builder.context import SourceTree
 from builder.contenthash import Hasher
 from builder.copy import CopyOptions
 from builder.imageconfig import HISTORY_COMMENT, Expander, StageConfig, command_argv
-from builder.runmounts import Backing, RunMount, Secret, context_subtree, key_mount, mount_target, resolve_mounts, secret_id, seed_from
+from builder.runmounts import (
+    Backing,
+    RunMount,
+    Secret,
+    cache_id,
+    context_subtree,
+    key_mount,
+    mount_target,
+    resolve_mounts,
+    secret_id,
+    seed_from,
+)
 from builder.sources import CopySpec, apply_sources, digest_sources, resolve_sources
 from builder.users import Identity, chown_identity
 from layerstore.images import Image
@@ -130,8 +141,10 @@ def run_argv(run: Run, sc: StageConfig) -> tuple[tuple[str, ...], str | None, st
         if marker is not None and run.prepend_shell:
             body = run.heredocs[0].chomped if run.heredocs[0].chomp else run.heredocs[0].content
             if body.startswith("#!"):
+                # BuildKit mounts the script at /dev/pipes/NAME and, the line being shell
+                # form, runs it through SHELL: `/bin/sh -c /dev/pipes/NAME` (also in history)
                 name = run.heredocs[0].name
-                return ("/dev/pipes/" + name,), name, body
+                return sc.shell + ("/dev/pipes/" + name,), name, body
             return sc.shell + (body,), None, None
         text = line + "".join("\n" + h.content + h.name for h in run.heredocs)
         return sc.shell + (text,), None, None
@@ -161,7 +174,9 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                 tree = env.context
                 ident = env.hasher(tree).digest(tree.entry(m.source or "/"))
         elif m.type == "cache":
-            ident = (m.cache_id or target) + ("|from:" + stage_keys(m.from_)[0] + ":" + (m.source or "/") if m.from_ else "")
+            ident = cache_id(m, env.build_args.get("BUILDKIT_CACHE_MOUNT_NS", ""))
+            if m.from_:
+                ident += "|from:" + stage_keys(m.from_)[0] + ":" + (m.source or "/")
         elif m.type == "secret":
             ident = secret_id(m)
         else:
@@ -169,6 +184,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
         mounts.append(RunMount(m, target, ident))
     network = run.network if run.network != "default" else env.network
     effective = "host" if network == "default" else network
+    hostname = env.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", DEFAULT_HOSTNAME)
     inputs = run_inputs(
         parent_key,
         argv=argv,
@@ -178,6 +194,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
         network=effective,
         mounts=[key_mount(m.options, m.target, m.ident) for m in mounts],
         epoch=env.epoch,
+        hostname=hostname,
     )
     created_by = run_history(argv, sc.scope) + " # buildkit"
 
@@ -202,7 +219,6 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                     script.write_text(pipe_body)
                     script.chmod(0o755)
                     runner_mounts.append(RunnerMount("/dev/pipes/" + pipe_name, "bind", str(script), readonly=True))
-                hostname = env.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", DEFAULT_HOSTNAME)
                 spec = SandboxSpec(
                     process=ProcessSpec(
                         argv=tuple(argv), env=tuple(sc.scope.run_env(env.build_args)) + tuple(extra_env), cwd=workdir, user=sc.user
@@ -211,6 +227,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                     upper=upper,
                     hostname=hostname,
                     network=effective,
+                    etc_hosts=build_hosts(hostname),
                     mounts=tuple(runner_mounts),
                 )
                 from runner.sandbox import run_sandbox
@@ -241,6 +258,12 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
     return Prepared(inputs, created_by, execute)
 
 
+def build_hosts(hostname: str) -> str:
+    """The /etc/hosts of a RUN step: BuildKit's (executor/oci/hosts.go), whatever the network;
+    never the host's own entries."""
+    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
 def _materialize(
     env: BuildEnv, mounts: list[RunMount], backing: Backing, stage_keys: SourceOf
 ) -> tuple[list[RunnerMount], list[str]]:
@@ -255,7 +278,8 @@ def _materialize(
             if m.from_:
                 view = backing.overlay_view(env.lowers(stage_keys(m.from_)[1]()))
                 seed = seed_from(view, m.source or "/")
-            out.append(RunnerMount(rm.target, "bind", str(backing.cache_dir(m, rm.target, seed)), readonly=m.readonly))
+            cid = cache_id(m, env.build_args.get("BUILDKIT_CACHE_MOUNT_NS", ""))
+            out.append(RunnerMount(rm.target, "bind", str(backing.cache_dir(m, cid, seed)), readonly=m.readonly))
         elif m.type == "bind":
             if m.from_:
                 view = backing.overlay_view(env.lowers(stage_keys(m.from_)[1]()))

@@ -165,23 +165,40 @@ def parse_duration(s: str) -> int:
 
 
 def format_duration(ns: int) -> str:
-    """time.Duration.String for the values a Buildfile can hold (used in messages)."""
+    """time.Duration.String, exactly (integer arithmetic): `1m30s`, `1h0m0s`, `1.5s`, `500ms`."""
     if ns == 0:
         return "0s"
     sign = "-" if ns < 0 else ""
     ns = abs(ns)
     if ns < 1_000_000_000:
-        for unit, scale in (("ms", 1_000_000), ("\u00b5s", 1_000), ("ns", 1)):
-            if ns >= scale:
-                return sign + _trim_fraction(ns / scale) + unit
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
+        unit, prec = ("ns", 0) if ns < 1_000 else ("\u00b5s", 3) if ns < 1_000_000 else ("ms", 6)
+        whole, frac = _fraction(ns, prec)
+        return f"{sign}{whole}{frac}{unit}"
+    seconds, frac = _fraction(ns, 9)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
     out = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
-    return sign + out + _trim_fraction(rest / 1_000_000_000) + "s"
+    return f"{sign}{out}{seconds}{frac}s"
 
 
-def _trim_fraction(x: float) -> str:
-    return f"{x:.9f}".rstrip("0").rstrip(".")
+def _fraction(value: int, digits: int) -> tuple[int, str]:
+    """Go's fmtFrac: `value` split at `digits` decimal places, the fraction without trailing zeros
+    (and without its point when it is zero)."""
+    whole, rest = divmod(value, 10**digits)
+    text = f"{rest:0{digits}d}".rstrip("0") if digits else ""
+    return whole, "." + text if text else ""
+
+
+def quote_rune(code: int) -> str:
+    """strconv.QuoteRune (what fmt's %q makes of an integer): `'\\x03'`, `'A'`."""
+    ch = chr(code) if 0 <= code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+    inner = go_quote(ch)[1:-1]
+    return "'" + ("\\'" if ch == "'" else '"' if ch == '"' else inner) + "'"
+
+
+def format_list(items: Iterable[str]) -> str:
+    """fmt's %v of a []string: `[a b]` (no quoting)."""
+    return "[" + " ".join(items) + "]"
 
 
 # --- go-units RAMInBytes -----------------------------------------------------------------------

@@ -120,6 +120,9 @@ CONF
     ctx = write_context(tmp_path / "ctx", text.replace("FROM busybox\n", "FROM busybox\nARG V=42\n", 1))
     build(pb, ctx, "-t", "h:1")
     assert run(pb, "h:1", "cat /simple /shebang /two /etc/app.conf") == "simple\nshebang /dev/pipes/EOF\nfirst\nsecond\nvalue=42\n"
+    history = created_by(busybox_store, "h:1")
+    assert "RUN |1 V=42 /bin/sh -c /dev/pipes/EOF # buildkit" in history  # BuildKit runs the script through SHELL
+    assert "RUN |1 V=42 /bin/sh -c echo simple > /simple\n # buildkit" in history
 
 
 def test_variables_reach_run_as_buildkit_has_them(busybox_store: Path, pb: Pybuild, tmp_path: Path) -> None:

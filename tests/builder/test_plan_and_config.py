@@ -90,6 +90,17 @@ def test_cmd_and_entrypoint_rules() -> None:
     assert s.config.cmd == ("mine",)
     s, created = apply("ENTRYPOINT []", sc(entrypoint=("x",)))
     assert s.config.entrypoint is None and created == "ENTRYPOINT []"
+    s, _ = apply('ENTRYPOINT ["run"]')
+    assert not s.config.args_escaped  # BuildKit sets ArgsEscaped for CMD only
+
+
+def test_history_texts_are_gos_formatting_of_buildkits_values() -> None:
+    _, created = apply('SHELL ["/bin/sh", "-ec"]')
+    assert created == "SHELL [/bin/sh -ec]"
+    _, created = apply("HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD curl -f http://x/ || exit 1")
+    assert created == 'HEALTHCHECK &{["CMD-SHELL" "curl -f http://x/ || exit 1"] "1m30s" "500ms" "0s" "0s" \'\\x03\'}'
+    _, created = apply("HEALTHCHECK NONE")
+    assert created == 'HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}'
 
 
 def test_env_snapshot_and_labels() -> None:
@@ -103,12 +114,20 @@ def test_expose_volume_stopsignal() -> None:
     assert expose_ports(["80", "53/UDP", "8000-8002/tcp"], "B:1") == ["80/tcp", "53/udp", "8000/tcp", "8001/tcp", "8002/tcp"]
     with pytest.raises(BuildError, match="invalid proto"):
         expose_ports(["80/xyz"], "B:1")
-    with pytest.raises(BuildError, match="invalid port range"):
+    with pytest.raises(BuildError, match="invalid containerPort: 9-1"):
         expose_ports(["9-1"], "B:1")
+    with pytest.raises(BuildError, match="invalid containerPort: 70000"):
+        expose_ports(["70000"], "B:1")
+    # BuildKit's parsePortSpec: an ip and a host port are checked and dropped; port 0 is a port
+    assert expose_ports(["127.0.0.1:8080:80", "9000-9001:90-91/udp", "0"], "B:1") == ["80/tcp", "90/udp", "91/udp", "0/tcp"]
+    with pytest.raises(BuildError, match="invalid ranges specified"):
+        expose_ports(["1-3:80-81"], "B:1")
+    s, created = apply("ARG P=81\nEXPOSE 80 $P/UDP 80")
+    assert created == "EXPOSE [80/tcp 81/udp 80/tcp]" and s.config.exposed_ports == {"80/tcp": {}, "81/udp": {}}
     with pytest.raises(BuildError, match="invalid signal"):
         apply("ARG S=SIGNOPE\nSTOPSIGNAL $S")
     s, created = apply("VOLUME /a /b")
-    assert s.config.volumes == {"/a": {}, "/b": {}} and created == 'VOLUME ["/a" "/b"]'
+    assert s.config.volumes == {"/a": {}, "/b": {}} and created == "VOLUME [/a /b]"
 
 
 @pytest.mark.parametrize(
