@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from layerstore.atomic import atomic_writer, fsync_dir
-from layerstore.digests import hex_of, is_hex
+from layerstore.compression import Readable
+from layerstore.digests import SizeMismatch, hasher_for, hex_of, is_hex
 from layerstore.layout import Layout
-from pybuild.errors import DigestMismatch, NotFound
+from pybuild.errors import DigestMismatch, NotFound, PybuildError
 
 CHUNK = 1 << 20
 
@@ -56,48 +57,69 @@ class HashingWriter:
 
 
 class VerifyingReader:
-    """Reads `f` and, at end of stream, raises DigestMismatch unless the bytes read hash to
-    `digest` and number `size` (when given). Callers must read to the end to get the check."""
+    """Reads `raw` and promises that the bytes it returns are exactly the blob `digest` of `size`
+    bytes: the one reader for every blob, read from the store or arriving from outside.
 
-    def __init__(self, f: BinaryIO, digest: str, size: int | None, what: str) -> None:
-        self._f = f
-        self._digest = digest
-        self._size = size
-        self._what = what
-        self._hash = hashlib.sha256()
+    The error is raised by the read that would pass the end (or the read at the end that finds the
+    stream short or hashing wrong), never after the last bytes were handed over as good: a
+    consumer that reads to EOF, as copies, tar readers and `drain` do, cannot finish with
+    unverified data. `truncated` makes the error for a short stream from its message (a registry
+    that hung up is a RegistryError); by default it is a SizeMismatch.
+    """
+
+    def __init__(
+        self,
+        raw: Readable,
+        digest: str,
+        size: int,
+        *,
+        what: str,
+        truncated: Callable[[str], PybuildError] | None = None,
+    ) -> None:
+        self._raw = raw
+        self._hash = hasher_for(digest, what)
+        self.digest = digest
+        self.size = size
+        self.what = what
+        self._truncated = truncated
         self.count = 0
         self.verified = False
 
     def read(self, n: int = -1) -> bytes:
-        b = self._f.read(n)
-        if b:
-            self._hash.update(b)
-            self.count += len(b)
-            if self._size is not None and self.count > self._size:
-                raise DigestMismatch(self._what, expected=f"{self._size} bytes", got="more")
-        elif not self.verified and (n != 0):
-            self._check()
-        return b
+        if self.verified or n == 0:
+            return b""
+        remaining = self.size - self.count
+        want = remaining + 1 if n is None or n < 0 else min(n, remaining + 1)
+        data = self._raw.read(want)
+        if len(data) > remaining:
+            raise SizeMismatch(self.what, expected=self.size, got=f"more than {self.size} bytes")
+        if data:
+            self.count += len(data)
+            self._hash.update(data)
+            if self.count < self.size:
+                return data
+            # The last bytes: make sure nothing follows before handing them over.
+            if self._raw.read(1):
+                raise SizeMismatch(self.what, expected=self.size, got=f"more than {self.size} bytes")
+        elif self.count < self.size:
+            if self._truncated is not None:
+                raise self._truncated(f"{self.what}: stream ended after {self.count} of {self.size} bytes")
+            raise SizeMismatch(self.what, expected=self.size, got=f"{self.count} bytes")
+        got = f"{self.digest.split(':')[0]}:{self._hash.hexdigest()}"
+        if got != self.digest:
+            raise DigestMismatch(self.what, expected=self.digest, got=got)
+        self.verified = True
+        return data
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         b = self.read(len(buf))
         buf[: len(b)] = b
         return len(b)
 
-    def _check(self) -> None:
-        got = "sha256:" + self._hash.hexdigest()
-        if self._size is not None and self.count != self._size:
-            raise DigestMismatch(self._what, expected=f"{self._size} bytes", got=f"{self.count} bytes")
-        if got != self._digest:
-            raise DigestMismatch(self._what, expected=self._digest, got=got)
-        self.verified = True
-
-    def read_to_end(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-    def close(self) -> None:
-        self._f.close()
+    def drain(self) -> None:
+        """Read (and so verify) whatever is left."""
+        while not self.verified:
+            self.read(CHUNK)
 
 
 class Blobs:
@@ -164,26 +186,27 @@ class Blobs:
 
     @contextmanager
     def open(self, digest: str, *, size: int | None = None) -> Iterator[VerifyingReader]:
-        """A reader of blob `digest` that raises DigestMismatch at end of stream if the content is
-        damaged. NotFound if absent."""
+        """A reader of blob `digest` (of `size` bytes, if the caller knows it from a descriptor)
+        that raises DigestMismatch rather than finish with damaged content. NotFound if absent."""
         try:
             f = open(self.path(digest), "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {digest} is not in the store") from None
         with f:
-            yield VerifyingReader(f, digest, size, f"blob {digest}")
+            expected = os.fstat(f.fileno()).st_size if size is None else size
+            yield VerifyingReader(f, digest, expected, what=f"blob {digest}")
 
     def read(self, digest: str, *, size: int | None = None) -> bytes:
         """The whole (small) blob, verified."""
         with self.open(digest, size=size) as r:
             data = r.read()
-            r.read()  # end of stream: verify
+            r.drain()
         return data
 
     def verify(self, digest: str, *, size: int | None = None) -> None:
         """Re-hash blob `digest`; DigestMismatch if damaged, NotFound if absent."""
         with self.open(digest, size=size) as r:
-            r.read_to_end()
+            r.drain()
 
     def all(self) -> Iterator[str]:
         """Every stored blob's digest (names that are not digests are skipped)."""

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from pybuild.errors import StoreError
+from pybuild.errors import DigestMismatch, StoreError
 
 SHA256 = "sha256"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -31,6 +31,36 @@ def hex_of(digest: str) -> str:
     if not _DIGEST_RE.match(digest):
         raise StoreError(f"unsupported or malformed digest {digest[:80]!r}", hint="only sha256 digests are stored")
     return digest[7:]
+
+
+class SizeMismatch(DigestMismatch):
+    """Content longer or shorter than its descriptor's size."""
+
+    def __init__(self, what: str, *, expected: int, got: str, hint: str | None = None) -> None:
+        super().__init__(what, expected=f"{expected} bytes", got=got, hint=hint)
+        self.message = f"{what}: size mismatch: its descriptor says {expected} bytes, got {got}"
+
+
+def hasher_for(digest: str, what: str) -> Any:
+    """A fresh hashlib object for `digest`'s algorithm: sha256, or sha512 (which archives and
+    registries may use, though the store keeps sha256 only); StoreError for anything else."""
+    algo, sep, hexpart = digest.partition(":")
+    lengths = {"sha256": 64, "sha512": 128}
+    if not sep or algo not in lengths or len(hexpart) != lengths[algo] or not all(c in "0123456789abcdef" for c in hexpart):
+        raise StoreError(f"{what}: unsupported or malformed digest {digest[:80]!r}")
+    return hashlib.new(algo)
+
+
+def check_bytes(data: bytes, *, digest: str, size: int | None, what: str) -> bytes:
+    """`data` if it has `digest` (and `size`, when given); DigestMismatch/SizeMismatch otherwise."""
+    if size is not None and len(data) != size:
+        raise SizeMismatch(what, expected=size, got=f"{len(data)} bytes")
+    h = hasher_for(digest, what)
+    h.update(data)
+    got = f"{digest.split(':')[0]}:{h.hexdigest()}"
+    if got != digest:
+        raise DigestMismatch(what, expected=digest, got=got)
+    return data
 
 
 def digest_of(data: bytes) -> str:
@@ -53,3 +83,19 @@ def load_json(data: bytes, what: str) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError) as e:
         raise StoreError(f"{what}: not valid JSON: {e}") from None
+
+
+_NOUNS: dict[type, str] = {dict: "a JSON object", list: "a list", str: "a string", int: "a number"}
+
+
+def expect(value: Any, kind: type, what: str) -> Any:
+    """`value` if it is a `kind` (a bool is no number); StoreError naming `what` otherwise. For
+    the fields of documents read from the store or from outside."""
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise StoreError(f"{what} is missing" if value is None else f"{what} is not {_NOUNS.get(kind, kind.__name__)}")
+
+
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """A JSON document that must be an object (a manifest, a config, an index)."""
+    return expect(load_json(data, what), dict, what)  # type: ignore[no-any-return]

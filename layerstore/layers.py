@@ -167,20 +167,28 @@ class Layers:
         return self.commit_dir(upper, consume=True, **kwargs)  # type: ignore[arg-type]
 
     def _adopt(self, path: Path, diff_id: str) -> None:
+        # The layer has no entry for its root; give it the mode an unpack gives it (a staging dir
+        # from mkdtemp is 0700, which would make the container's / private).
+        os.chmod(path, 0o755)
+        if not self.publish_unpacked(path, diff_id):
+            remove_tree(path, self.layout.tmp)  # unpacked already, or another file system
+
+    def publish_unpacked(self, tree: Path, diff_id: str) -> bool:
+        """Move `tree` (complete, and checked against `diff_id`) into place as
+        `unpacked/<diff-hex>/`, unless that layer is unpacked already; True if this tree was
+        published. Safe to race: the first rename wins, and a tree that is not published (or on
+        another file system) stays where it is for its owner to remove."""
         dest = self.layout.unpacked_layer(diff_id)
-        if not dest.exists():
-            try:
-                # The layer has no entry for its root; give it the mode an unpack gives it (a
-                # staging dir from mkdtemp is 0700, which would make the container's / private).
-                os.chmod(path, 0o755)
-                os.rename(path, dest)
-                fsync_dir(dest.parent)
-                return
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                # another process published it first, or another file system: unpack lazily
-        remove_tree(path, self.layout.tmp)
+        if dest.exists():
+            return False
+        try:
+            os.rename(tree, dest)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EXDEV):
+                raise
+            return False
+        fsync_dir(dest.parent)
+        return True
 
     # ------------------------------------------------------------------------------ records
 
@@ -240,7 +248,7 @@ class Layers:
             try:
                 yield tar
                 tar.drain()
-                raw.read_to_end()
+                raw.drain()
             except StoreError as e:
                 if isinstance(e, DigestMismatch):
                     raise
@@ -270,13 +278,7 @@ class Layers:
                     extract_into(tar, work)
             except UnsafeLayer as e:
                 raise UnsafeLayer(f"layer {layer.digest}: {e.message}") from None
-            try:
-                os.rename(work, dest)
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-            else:
-                fsync_dir(dest.parent)
+            self.publish_unpacked(work, layer.diff_id)
         finally:
             if work.exists():
                 remove_tree(work, self.layout.tmp)
@@ -296,7 +298,7 @@ def extract_into(stream: Readable, target: Path) -> Extracted:
 def _raise_if_damaged(raw: VerifyingReader, layer: Layer) -> None:
     """After a decoding error, say whether the blob itself is damaged (the more useful message)."""
     try:
-        raw.read_to_end()
+        raw.drain()
     except DigestMismatch:
         raise
     except (StoreError, OSError):

@@ -15,7 +15,7 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ def store_lock(root: Path, *, exclusive: bool = False, timeout: float | None = N
     `timeout=None` waits for ever; otherwise a StoreError names the store when it expires.
     """
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open_lock_file(root / "lock")
     try:
         op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         if timeout is None:
@@ -47,6 +47,18 @@ def store_lock(root: Path, *, exclusive: bool = False, timeout: float | None = N
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _open_lock_file(path: Path) -> int:
+    """The store's lock file, for flock. A store on a read-only file system (or one this user may
+    not write) is opened read-only, which flock takes as well: reading commands work there, and
+    whatever tries to write fails with the file system's own error."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.exists():
+            raise
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _flock_with_deadline(fd: int, op: int, deadline: float, *, what: str) -> None:
@@ -116,15 +128,30 @@ def locked_ref(ref: Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Iterat
         os.close(fd)
 
 
-def update_ref(ref: Path, new: str | None, *, expected: str | None | object = ..., timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str | None:
+def update_ref(
+    ref: Path,
+    new: str | None,
+    *,
+    expected: str | None | object = ...,
+    before: Callable[[str | None], None] | None = None,
+    what: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> str | None:
     """Set (or, with `new=None`, delete) a ref under its lock and return the value it replaced.
 
     With `expected` given, this is a compare-and-swap: if the ref does not hold `expected` (None
-    meaning absent) RefChanged is raised and nothing is written.
+    meaning absent) RefChanged is raised and nothing is written. `before(current)` runs under the
+    lock once the compare has passed and before the new value is published (the reflog is written
+    there, so that it can never miss a change). Deleting a ref that does not exist does nothing
+    and calls nothing. `what` names the ref in messages (default: its file name).
     """
     with locked_ref(ref, timeout=timeout) as held:
         if expected is not ... and held.current != expected:
-            raise RefChanged(f"ref {ref.name} changed concurrently: expected {expected}, found {held.current}")
+            raise RefChanged(f"{what or 'ref ' + ref.name} changed concurrently: expected {expected}, found {held.current}")
+        if held.current is None and new is None:
+            return None
+        if before is not None:
+            before(held.current)
         if new is None:
             held.delete()
         else:
@@ -166,12 +193,20 @@ def _acquire_lock_file(lock: Path, deadline: float, ref: Path) -> int:
 def is_stale(lock: Path, *, min_age: float = STALE_AFTER_SECONDS) -> bool:
     """True if `lock` exists, no process holds its flock, and it is older than `min_age` seconds
     (a live owner flocks its lock file microseconds after creating it)."""
+    with _opened(lock) as fd:
+        return fd is not None and _unheld_and_old(fd, min_age)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[int | None]:
+    """A descriptor of `path` for the block (read-only is enough for flock), None if it is gone."""
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        yield None
+        return
     try:
-        return _unheld_and_old(fd, min_age)
+        yield fd
     finally:
         os.close(fd)
 
@@ -186,11 +221,9 @@ def _unheld_and_old(fd: int, min_age: float) -> bool:
 
 def _break_if_stale(lock: Path) -> bool:
     """Remove `lock` if its owner is gone; True if it was removed (or vanished meanwhile)."""
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
+    with _opened(lock) as fd:
+        if fd is None:
+            return True
         if not _unheld_and_old(fd, STALE_AFTER_SECONDS):
             return False
         try:
@@ -199,9 +232,6 @@ def _break_if_stale(lock: Path) -> bool:
             os.unlink(lock)
         except FileNotFoundError:
             pass
-        except OSError as e:  # pragma: no cover - e.g. read-only store
-            if e.errno != errno.ENOENT:
-                raise StoreError(f"cannot remove stale lock {lock}: {e.strerror}") from e
+        except OSError as e:  # e.g. a read-only store
+            raise StoreError(f"cannot remove stale lock {lock}: {e.strerror}") from e
         return True
-    finally:
-        os.close(fd)

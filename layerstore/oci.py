@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from layerstore.digests import is_digest
+from layerstore.digests import expect, is_digest
 from pybuild.errors import StoreError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -25,11 +25,8 @@ MANIFEST_TYPES = (MANIFEST, DOCKER_MANIFEST)
 REF_NAME = "org.opencontainers.image.ref.name"
 
 
-def _need(doc: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
-    value = doc.get(key)
-    if not isinstance(value, kind):
-        raise StoreError(f"{what}: field {key!r} is missing or not a {kind.__name__}")
-    return value
+def _field(doc: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    return expect(doc.get(key), kind, f"{what}: field {key!r}")
 
 
 @dataclass(frozen=True)
@@ -49,11 +46,11 @@ class Descriptor:
     def from_json(cls, doc: Any, what: str) -> Descriptor:
         if not isinstance(doc, dict):
             raise StoreError(f"{what}: descriptor is not an object")
-        digest = _need(doc, "digest", str, what)
-        size = _need(doc, "size", int, what)
+        digest = _field(doc, "digest", str, what)
+        size = _field(doc, "size", int, what)
         if not is_digest(digest) or size < 0:
             raise StoreError(f"{what}: bad descriptor {digest[:80]!r} size {size}")
-        return cls(_need(doc, "mediaType", str, what), digest, size, doc.get("annotations") or None)
+        return cls(_field(doc, "mediaType", str, what), digest, size, doc.get("annotations") or None)
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ class Manifest:
         media_type = doc.get("mediaType", MANIFEST)
         if media_type not in MANIFEST_TYPES:
             raise StoreError(f"{what}: unsupported manifest media type {media_type!r}")
-        layers = tuple(Descriptor.from_json(d, what) for d in _need(doc, "layers", list, what))
+        layers = tuple(Descriptor.from_json(d, what) for d in _field(doc, "layers", list, what))
         return cls(Descriptor.from_json(doc.get("config"), what), layers, media_type, doc.get("annotations") or None)
 
 

@@ -13,13 +13,14 @@ for), their names from those annotations; the blobs are checked by transfer_impo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerstore.digests import canonical_json
+from layerstore.digests import canonical_json, check_bytes, json_object
+from layerstore.layout import OCI_LAYOUT
+from layerstore.oci import REF_NAME
 from layerstore.reference import parse_reference
 from layerstore.transfer_archive import ArchiveFiles, ArchiveWriter
 from layerstore.transfer_import import Incoming, Staging
@@ -30,16 +31,12 @@ from layerstore.transfer_media import (
     Platform,
     host_platform,
     manifest_media_type,
-    parse_json,
     select_manifest,
 )
-from layerstore.transfer_verify import check_bytes
 from pybuild.errors import ParseError, StoreError
 
-REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 BUNDLE_BASE = "io.pybuild.bundle.base"
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 @dataclass(frozen=True)
@@ -112,10 +109,10 @@ def read_layout(files: ArchiveFiles, staging: Staging, *, platform: Platform | N
         raise StoreError(f"{files.what}: no index.json: not an OCI image layout")
     layout = files.meta("oci-layout")
     if layout is not None:
-        version = parse_json(layout, f"{files.what}: oci-layout").get("imageLayoutVersion")
+        version = json_object(layout, f"{files.what}: oci-layout").get("imageLayoutVersion")
         if not isinstance(version, str) or not version.startswith("1."):
             raise StoreError(f"{files.what}: unsupported OCI layout version {version!r}")
-    index = parse_json(index_bytes, f"{files.what}: index.json")
+    index = json_object(index_bytes, f"{files.what}: index.json")
     manifests = index.get("manifests")
     if not isinstance(manifests, list):
         raise StoreError(f"{files.what}: index.json has no manifests list")
@@ -133,7 +130,7 @@ def read_layout(files: ArchiveFiles, staging: Staging, *, platform: Platform | N
 
 
 def bundle_base(files: ArchiveFiles) -> str | None:
-    index = parse_json(files.meta("index.json") or b"{}", "index.json")
+    index = json_object(files.meta("index.json") or b"{}", "index.json")
     ann = index.get("annotations") or {}
     value = ann.get(BUNDLE_BASE) if isinstance(ann, dict) else None
     return value if isinstance(value, str) else None
@@ -153,6 +150,6 @@ def _manifest_for(files: ArchiveFiles, staging: Staging, desc: dict[str, Any], p
         if kind in IMAGE_MANIFESTS:
             return digest, data
         if kind in INDEXES:
-            desc = select_manifest(json.loads(data), platform, what=f"{files.what}: index {digest}")
+            desc = select_manifest(json_object(data, f"{files.what}: index {digest}"), platform, what=f"{files.what}: index {digest}")
             continue
     raise StoreError(f"{files.what}: indexes nested too deeply")

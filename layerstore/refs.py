@@ -2,9 +2,9 @@
 
 `refs/tags/<repository>/:<tag>` holds `sha256:<manifest digest>`; the repository is the full
 normalised name (`docker.io/library/busybox`) and the `:` keeps tag files apart from repository
-directories. Every change goes through `locks.locked_ref` (compare-and-swap under `<ref>.lock`) and
-appends `<old> <new> <time> <message>` to `logs/refs/tags/...` before it is published, as git does
-(`-` stands for "none"). After each change `index.json` is rebuilt from all refs under its own lock,
+directories. Every change is one `locks.update_ref` (compare-and-swap under `<ref>.lock`), which
+appends `<old> <new> <time> <message>` to `logs/refs/tags/...` under the lock before the new value
+is published, as git does (`-` stands for "none"). After each change `index.json` is rebuilt from all refs under its own lock,
 with each tag's familiar name (`app:1`) as `org.opencontainers.image.ref.name`, which is what
 `skopeo inspect oci:$ROOT:app:1` looks up. Refs are the truth; index.json is derived from them.
 """
@@ -21,7 +21,7 @@ from layerstore.atomic import atomic_write
 from layerstore.blobs import Blobs
 from layerstore.digests import canonical_json, is_digest, load_json
 from layerstore.layout import Layout
-from layerstore.locks import RefChanged, locked_ref
+from layerstore.locks import RefChanged, locked_ref, update_ref
 from layerstore.oci import INDEX, MANIFEST, REF_NAME
 from layerstore.reference import Reference, parse_reference
 from pybuild.errors import NotFound, PybuildError, StoreError
@@ -97,17 +97,10 @@ class Tags:
 
     def _update(self, name: str | Reference, new: str | None, message: str, expected: object) -> str | None:
         ref = _reference(name)
-        with locked_ref(self.path(ref)) as held:
-            if expected is not ... and held.current != expected:
-                raise RefChanged(f"tag {ref.familiar} changed concurrently: expected {expected}, found {held.current}")
-            if held.current is None and new is None:
-                return None
-            self._append_log(ref, held.current, new, message)
-            if new is None:
-                held.delete()
-            else:
-                held.commit(new)
-            return held.current
+        return update_ref(
+            self.path(ref), new, expected=expected, what=f"tag {ref.familiar}",
+            before=lambda old: self._append_log(ref, old, new, message),
+        )
 
     def _append_log(self, ref: Reference, old: str | None, new: str | None, message: str) -> None:
         # Under the ref's lock, so read-modify-write cannot race with another update of this tag.

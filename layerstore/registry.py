@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from layerstore import auth
+from layerstore.blobs import CHUNK, VerifyingReader
+from layerstore.compression import Readable
+from layerstore.digests import SizeMismatch, check_bytes, digest_of, json_object
 from layerstore.registry_auth import repository_scope
 from layerstore.registry_http import (
     BodySource,
@@ -35,18 +38,9 @@ from layerstore.transfer_media import (
     Platform,
     host_platform,
     manifest_media_type,
-    parse_json,
     select_manifest,
 )
-from layerstore.transfer_verify import (
-    CHUNK,
-    Readable,
-    SizeMismatch,
-    VerifyingReader,
-    check_bytes,
-    copy_verified,
-    digest_of,
-)
+from layerstore.transfer_verify import copy_verified
 from pybuild.errors import DigestMismatch, RegistryError
 
 log = logging.getLogger(__name__)
@@ -170,7 +164,7 @@ class RegistryClient:
         top = self.get_manifest(repo, reference)
         if not top.is_index:
             return top, None
-        desc = select_manifest(parse_json(top.data, "index"), platform or host_platform(),
+        desc = select_manifest(json_object(top.data, "index"), platform or host_platform(),
                                what=f"{self._name(repo, reference)} (an index)")
         child = self.get_manifest(repo, str(desc.get("digest")))
         if child.is_index:
@@ -184,7 +178,7 @@ class RegistryClient:
         while path:
             resp = self.transport.request("GET", path, scopes=[repository_scope(repo, "pull")])
             raise_for_status(resp, f"{self._name(repo)}: listing tags")
-            doc = parse_json(resp.body, "tag list")
+            doc = json_object(resp.body, "tag list")
             tags += [t for t in doc.get("tags") or [] if isinstance(t, str)]
             path = _next_link(resp.header("Link"))
         return tags

@@ -22,7 +22,8 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO
@@ -108,22 +109,22 @@ class Response:
 
     def read(self, n: int = -1) -> bytes:
         """Read from a streamed body (stream=True)."""
-        if self.raw is None:
-            raise RegistryError("response body is not streamed")
-        try:
-            return self.raw.read(n)
-        except http.client.IncompleteRead:
-            raise TransientError(f"{_short(self.url)}: connection closed mid-body") from None
-        except (OSError, http.client.HTTPException) as e:
-            raise TransientError(f"{_short(self.url)}: reading the body failed: {e}") from None
+        with self._reading() as raw:
+            return raw.read(n)
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Fill `buf` from a streamed body as far as it goes (fewer bytes only at its end); 0 at
         the end. No new bytes object per read: the caller reuses its buffers."""
+        with self._reading() as raw:
+            return raw.readinto(buf)
+
+    @contextmanager
+    def _reading(self) -> Iterator[http.client.HTTPResponse]:
+        """The streamed body, with a lost connection turned into a TransientError (retried)."""
         if self.raw is None:
             raise RegistryError("response body is not streamed")
         try:
-            return self.raw.readinto(buf)
+            yield self.raw
         except http.client.IncompleteRead:
             raise TransientError(f"{_short(self.url)}: connection closed mid-body") from None
         except (OSError, http.client.HTTPException) as e:

@@ -11,7 +11,6 @@ directory is removed (gc sweeps it after a crash).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -20,7 +19,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerstore.atomic import fsync_dir
 from layerstore.compression import sniff
 from layerstore.digests import load_json
 from layerstore.images import Image
@@ -238,28 +236,14 @@ def commit_incoming(store: Store, staging: Staging, images: Sequence[Incoming], 
             if layer.uncompressed_size or store.layers.known(layer.diff_id) is None:
                 store.layers.record(layer)
             staged = staging.blobs.get(layer.digest)
-            if staged is not None and staged.unpacked is not None:
-                _adopt_unpacked(store, staged.unpacked, layer.diff_id)
+            if staged is not None and staged.unpacked is not None and staged.unpacked.is_dir():
+                store.layers.publish_unpacked(staged.unpacked, layer.diff_id)
         store.blobs.put(image.manifest, expected=image.manifest_digest)
         out.append(store.images.register(image.manifest_digest, instruction=instruction, message=message))
     for (image, _), stored in zip(checked, out, strict=True):
         for name in image.names:
             store.tags.set(name, stored.digest, message=instruction)
     return out
-
-
-def _adopt_unpacked(store: Store, unpacked: Path, diff_id: str) -> None:
-    """Publish a verified layer's extracted tree as `unpacked/<diff-hex>/` unless it is there."""
-    dest = store.layers.unpacked_path(diff_id)
-    if dest.exists() or not unpacked.is_dir():
-        return
-    try:
-        os.rename(unpacked, dest)
-    except OSError as e:
-        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-        return
-    fsync_dir(dest.parent)
 
 
 def _pieces(source: Readable | Iterable[bytes], pool: BufferPool | None) -> Iterator[tuple[bytes | bytearray, int]]:

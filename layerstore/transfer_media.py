@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from layerstore import compression, oci
-from layerstore.digests import load_json
+from layerstore.digests import json_object
 from layerstore.images import host_architecture
 from pybuild.errors import NotFound, ParseError, StoreError
 
@@ -65,7 +65,7 @@ def docker_layer_type(kind: str) -> str:
 def manifest_media_type(data: bytes, declared: str | None = None) -> str:
     """The media type of a manifest document: its `mediaType` field, else the one a transport
     declared (Content-Type, descriptor), else guessed from its shape. Schema 1 is refused."""
-    doc = parse_json(data, "manifest")
+    doc = json_object(data, "manifest")
     inner = doc.get("mediaType")
     kind = inner if isinstance(inner, str) and inner else None
     if kind is None and declared and declared.split(";")[0].strip() in IMAGE_MANIFESTS | INDEXES:
@@ -84,14 +84,6 @@ def manifest_media_type(data: bytes, declared: str | None = None) -> str:
     if kind not in IMAGE_MANIFESTS | INDEXES:
         raise StoreError(f"unsupported manifest media type {kind!r}")
     return kind
-
-
-def parse_json(data: bytes, what: str) -> dict[str, Any]:
-    """A JSON object, or StoreError naming `what`."""
-    doc = load_json(data, what)
-    if not isinstance(doc, dict):
-        raise StoreError(f"{what} is not a JSON object")
-    return doc
 
 
 @dataclass(frozen=True)

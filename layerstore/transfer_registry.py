@@ -14,13 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from layerstore.digests import json_object
 from layerstore.images import Image
 from layerstore.oci import Descriptor, Manifest
 from layerstore.reference import Reference, parse_reference
 from layerstore.registry import RegistryClient, open_file_source
 from layerstore.store import Store
 from layerstore.transfer_import import Incoming, Staging, commit_incoming
-from layerstore.transfer_media import Platform, parse_json
+from layerstore.transfer_media import Platform
 from pybuild.errors import PybuildError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _pull(store: Store, client: RegistryClient, ref: Reference, platform: Platfo
     repo = ref.path
     fetched, index = client.resolve(repo, ref.digest or ref.tag or "latest", platform)
     what = f"{ref.familiar} ({fetched.digest})"
-    manifest = Manifest.from_json(parse_json(fetched.data, f"manifest of {ref.familiar}"), what)
+    manifest = Manifest.from_json(json_object(fetched.data, f"manifest of {ref.familiar}"), what)
     progress(f"pulling {ref.familiar}: manifest {fetched.digest}" + (f" from index {index.digest}" if index else ""))
     with Staging(store) as staging:
         wanted = {d.digest: d for d in [manifest.config, *manifest.layers] if not store.blobs.has(d.digest)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -43,8 +44,29 @@ def test_a_longer_blob_is_refused_before_its_extra_bytes_are_handed_on() -> None
 
 
 def test_a_truncated_stream_is_refused() -> None:
-    with pytest.raises(StoreError, match=r"blob X: stream ended after 999999 of 1000000 bytes"):
+    with pytest.raises(SizeMismatch, match=r"blob X: size mismatch: its descriptor says 1000000 bytes, got 999999 bytes"):
         copy_verified(reader(DATA[:-1]), io.BytesIO())
+    hung_up = VerifyingReader(io.BytesIO(DATA[:-1]), digest_of(DATA), len(DATA), what="blob X",
+                              truncated=lambda message: NotFound(message))
+    with pytest.raises(NotFound, match=r"blob X: stream ended after 999999 of 1000000 bytes"):
+        copy_verified(hung_up, io.BytesIO())
+
+
+def test_store_blobs_are_read_through_the_same_verifying_reader(tmp_path: Path) -> None:
+    from layerstore.store import Store
+
+    with Store.open(tmp_path / "s") as store:
+        blob = store.blobs.put(DATA)
+        with store.blobs.open(blob.digest) as r:
+            assert isinstance(r, VerifyingReader) and r.read(0) == b""
+        path = store.blobs.path(blob.digest)
+        path.chmod(0o644)
+        path.write_bytes(DATA[:-1] + b"!")
+        with store.blobs.open(blob.digest) as r, pytest.raises(DigestMismatch):
+            while r.read(4096):
+                pass
+        with pytest.raises(SizeMismatch):
+            store.blobs.read(blob.digest, size=len(DATA) + 1)
 
 
 def test_a_stream_with_other_content_is_refused() -> None:
