@@ -107,6 +107,12 @@ class Launched:
         self._reap_shim()
         return self._status
 
+    def close_master(self) -> None:
+        """Close the pty master (the container's session gets a hang-up). Idempotent."""
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
     def abort(self) -> None:
         """Kill the container process and reap the shim (for cleanup after an error)."""
         if self._status is None:
@@ -133,16 +139,15 @@ def proxy_signals(launched: Launched) -> None:
     (docker's sig-proxy), and terminal resizes to the container's pty."""
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, lambda s, _f: launched.signal(s))
-    master = launched.master
-    if master is not None:
-        signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_winsize(master))
+    if launched.master is not None:
+        signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_winsize(launched.master))
 
 
-def _copy_winsize(master: int) -> None:
+def _copy_winsize(master: int | None) -> None:
     from runner import terminal
 
     size = terminal.get_winsize(0)
-    if size is not None:
+    if size is not None and master is not None:
         try:
             terminal.set_winsize(master, size)
         except OSError:

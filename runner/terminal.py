@@ -13,8 +13,7 @@ import os
 import socket
 import struct
 import termios
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
 
 WINSIZE = "HHHH"
 
@@ -59,17 +58,29 @@ def set_winsize(fd: int, size: tuple[int, int]) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack(WINSIZE, size[0], size[1], 0, 0))
 
 
-@contextmanager
-def raw_mode(fd: int) -> Iterator[None]:
-    """Put the terminal at `fd` in raw mode for the block (no-op when it is not a terminal)."""
-    if not os.isatty(fd):
-        yield
-        return
-    import tty
+class raw_mode:  # noqa: N801 - used as a context manager, as contextlib's are
+    """Put the terminal at `fd` in raw mode for a `with` block (no-op when it is not a terminal).
+    `restore` puts the saved settings back early (an attached CLI that died cannot); idempotent."""
 
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> raw_mode:
+        if os.isatty(self.fd):
+            import tty
+
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd)
+        return self
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            saved, self.saved = self.saved, None
+            try:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
+            except termios.error:
+                pass  # the terminal is gone
+
+    def __exit__(self, *_exc: object) -> None:
+        self.restore()

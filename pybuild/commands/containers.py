@@ -159,7 +159,7 @@ def run(g: Globals, /, **kw: Any) -> int:
             supervisor.spawn(g.root, cdir)
             click.echo(record.id)
             return 0
-        status = supervisor.hold(g.root, cdir, supervisor.Attach(terminal=True, log=not kw["auto_remove"]))
+        status = supervisor.run_attached(g.root, cdir, log=not kw["auto_remove"])
     except PybuildError as e:
         if kw["auto_remove"]:
             containers.remove(g.root, cdir, remove_volumes=True)
