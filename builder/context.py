@@ -23,9 +23,8 @@ from pathlib import Path
 
 from builder import gomatch
 from builder.ignore import MatchInfo, PatternMatcher
+from layerstore.rootpath import PathEscape, resolve_parts
 from pybuild.errors import NotFound, PybuildError
-
-MAX_SYMLINKS = 40  # as Linux's MAXSYMLINKS
 
 
 class SourceError(PybuildError):
@@ -187,41 +186,26 @@ class SourceTree:
         """The tree-relative path `path` names, following symlinks inside the tree.
 
         Components that do not exist (or are ignored) are taken literally, so the result may
-        not exist; it is always inside the tree. Raises SourceError on a loop of links.
+        not exist; it is always inside the tree. Raises SourceError on a loop of links. The
+        walk is the store's own (`layerstore.rootpath.resolve_parts`), over this tree as COPY
+        sees it: an ignored entry is absent, exactly as a missing one.
         """
-        remaining = [c for c in clamp(path).split("/") if c]
-        remaining.reverse()
-        resolved: list[str] = []
-        links = 0
-        while remaining:
-            name = remaining.pop()
-            if name == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            if name == ".":
-                continue
-            candidate = "/".join([*resolved, name])
-            is_last = not remaining
+
+        def lstat(parts: list[str]) -> os.stat_result | None:
+            rel = "/".join(parts)
             try:
-                st = os.lstat(self.host(candidate))
+                st = os.lstat(self.host_str(rel))
             except (FileNotFoundError, NotADirectoryError):
-                resolved.append(name)
-                continue
-            if not self.visible(candidate, st):
-                resolved.append(name)
-                continue
-            if stat.S_ISLNK(st.st_mode) and (follow_final or not is_last):
-                links += 1
-                if links > MAX_SYMLINKS:
-                    raise SourceError(f"{path}: too many levels of symbolic links in the {self.name}")
-                target = os.readlink(self.host(candidate))
-                if target.startswith("/"):
-                    resolved = []
-                remaining.extend(reversed([c for c in target.split("/") if c]))
-                continue
-            resolved.append(name)
-        return "/".join(resolved)
+                return None
+            return st if self.visible(rel, st) else None
+
+        def readlink(parts: list[str]) -> str:
+            return os.readlink(self.host_str("/".join(parts)))
+
+        try:
+            return "/".join(resolve_parts(clamp(path), lstat=lstat, readlink=readlink, follow_final=follow_final))
+        except PathEscape:
+            raise SourceError(f"{path}: too many levels of symbolic links in the {self.name}") from None
 
     def lstat(self, rel: str) -> os.stat_result | None:
         """The lstat of a visible path, or None if it is missing or ignored."""

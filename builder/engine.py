@@ -34,10 +34,10 @@ from pathlib import Path
 from builder import lastbuild
 from builder.buildargs import Scope, platform_args, resolve_meta_args, source_date_epoch
 from builder.cachekey import SCRATCH, StepInputs, explain
-from builder.context import SourceTree
 from builder.contenthash import Hasher, StatCache, statcache_path
+from builder.context import SourceTree
 from builder.ignore import load_ignore
-from builder.imageconfig import HISTORY_COMMENT, METADATA, StageConfig, apply_metadata, expander, workdir_path
+from builder.imageconfig import HISTORY_COMMENT, METADATA, StageConfig, apply_metadata, expander
 from builder.plan import Base, Plan, StagePlan, plan_build, stage_ref
 from builder.progress import Reporter, Step
 from builder.runmounts import Secret
@@ -48,6 +48,7 @@ from layerstore.oci import ContainerConfig, HistoryEntry
 from layerstore.store import Store
 from parser import Add, Buildfile, Copy, Instruction, Onbuild, Run, Workdir, parse_buildfile, parse_instructions
 from pybuild.errors import BuildError, NotFound, ParseError, PybuildError, RegistryError, StoreError
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -65,7 +66,6 @@ class BuildOptions:
     network: str = "default"
     secrets: Mapping[str, Secret] = field(default_factory=dict)
     squash: bool = False
-    explain_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()  # stages (names or indexes) to build without the cache
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from builder import gomatch
 from builder.archive import extract_archive, is_archive
-from builder.context import Entry, SourceTree, clamp
 from builder.contenthash import Hasher
+from builder.context import Entry, SourceTree, clamp
 from builder.copy import CopyError, CopyOptions, copy_entry, dest_path, merge_tree, mkdir_all, set_times
 from builder.ignore import PatternMatcher, matcher_from_patterns
 from builder.remote import fetch, is_git_url, is_url

@@ -22,8 +22,8 @@ from typing import TypeVar
 from builder.buildargs import run_history
 from builder.cachekey import StepInputs, copy_inputs, run_inputs
 from builder.chmod import ChmodError, parse_chmod
-from builder.context import SourceTree
 from builder.contenthash import Hasher
+from builder.context import SourceTree
 from builder.copy import CopyOptions
 from builder.imageconfig import HISTORY_COMMENT, Expander, StageConfig, command_argv
 from builder.runmounts import (

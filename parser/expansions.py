@@ -21,11 +21,11 @@ from parser.instructions import (
     Instruction,
     Label,
     Run,
+    SourcesAndDest,
     Stopsignal,
     User,
     Volume,
     Workdir,
-    SourcesAndDest,
 )
 from parser.shell import LexError, lex
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import TypedDict, TypeVar
 
+from parser.expansions import syntax_error
 from parser.flags import (
     ADD_FLAGS,
     COPY_FLAGS,
@@ -23,7 +24,6 @@ from parser.flags import (
     Values,
     parse_flags,
 )
-from parser.expansions import syntax_error
 from parser.gotext import format_duration, go_quote, parse_duration, parse_int, suggest, trim_space
 from parser.heredoc import HeredocError, Marker, parse_marker
 from parser.instructions import (

@@ -17,32 +17,6 @@ import click
 from pybuild.cli import Globals
 from pybuild.errors import BuildError, NotFound, PybuildError
 
-DEFAULT_NAMES = ("Buildfile", "Dockerfile", "dockerfile")
-
-
-def _buildfile(file: str | None, context: Path) -> tuple[str, str, Path | None]:
-    """(text, name shown in messages, path or None for stdin)."""
-    if file == "-":
-        return sys.stdin.read(), "Buildfile", None
-    if file is None:
-        found = next((context / n for n in DEFAULT_NAMES if (context / n).is_file()), None)
-        if found is None:
-            raise NotFound(
-                f"no Buildfile in {context} (looked for {', '.join(DEFAULT_NAMES)})",
-                hint="pass -f FILE, or -f - to read it from standard input",
-            )
-        path = found
-    else:
-        path = Path(file)
-    try:
-        return path.read_text(encoding="utf-8", errors="surrogateescape"), path.name, path.absolute()
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise PybuildError(f"{path}: is a directory", hint=f"pass -f {path}/Buildfile") from None
-    except OSError as e:
-        raise PybuildError(f"{path}: cannot read: {e.strerror}") from None
-
 
 def _excerpt(text: str, line: int) -> list[str]:
     lines = text.splitlines()
@@ -112,11 +86,13 @@ def build(
     CONTEXT `-` reads the Buildfile from standard input and uses an empty context.
     """
     from builder.buildargs import parse_build_args
-    from builder.engine import BuildOptions, build as run_build
-    from builder.progress import reporter
+    from builder.engine import BuildOptions
+    from builder.engine import build as run_build
     from builder.runmounts import parse_secret
     from layerstore.reference import parse_reference
     from layerstore.store import Store
+    from pybuild.commands.build_progress import reporter
+    from pybuild.commands.parse import read_buildfile
 
     if os.geteuid() != 0:
         raise PybuildError("building needs root (overlay mounts and namespaces)", hint="run pybuild as root")
@@ -137,12 +113,14 @@ def build(
         if not key:
             raise PybuildError(f"invalid --label {label!r}: expected KEY=VALUE")
         label_map[key] = value
-    text, name, path = _buildfile(file, context_dir)
+    data, path = read_buildfile(file, context_dir)
+    text = data.decode("utf-8", "surrogateescape")  # the parser reports invalid UTF-8 itself
+    name = path.name if path is not None else "Buildfile"  # BuildKit's messages: `Dockerfile:12`
     options = BuildOptions(
         context=context_dir,
         buildfile_text=text,
         buildfile_name=name,
-        buildfile_path=path,
+        buildfile_path=path.absolute() if path is not None else None,
         tags=tags,
         build_args=parse_build_args(build_args),
         target=target,
@@ -152,7 +130,6 @@ def build(
         network=network,
         secrets={s.id: s for s in map(parse_secret, secrets)},
         squash=squash,
-        explain_cache=explain_cache,
         environ=dict(os.environ),
     )
     report = reporter("quiet" if quiet else progress, sys.stderr, explain=explain_cache)

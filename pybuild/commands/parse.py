@@ -18,25 +18,31 @@ from pybuild.errors import NotFound, PybuildError
 DEFAULT_NAMES = ("Buildfile", "Dockerfile", "dockerfile")
 
 
-def _read(file: str | None) -> tuple[bytes, str]:
-    """The Buildfile's bytes and the name to show in messages."""
+def read_buildfile(file: str | None, directory: Path) -> tuple[bytes, Path | None]:
+    """The Buildfile `pybuild parse` and `pybuild build` read, and its path (None for standard
+    input): `file` (`-f FILE`), standard input for `-f -`, else the first of DEFAULT_NAMES found
+    in `directory` (the build context, or the current directory for parse). Bytes, as read: the
+    parser itself reports invalid UTF-8 with its line and column."""
     if file == "-":
-        return sys.stdin.buffer.read(), "<stdin>"
+        return sys.stdin.buffer.read(), None
     if file is None:
-        found = next((name for name in DEFAULT_NAMES if Path(name).is_file()), None)
+        found = next((directory / name for name in DEFAULT_NAMES if (directory / name).is_file()), None)
         if found is None:
-            raise NotFound("no Buildfile in the current directory (looked for " + ", ".join(DEFAULT_NAMES) + ")",
-                           hint="pass -f FILE, or -f - to read standard input")
-        file = found
-    path = Path(file)
+            raise NotFound(
+                f"no Buildfile in {directory.absolute()} (looked for {', '.join(DEFAULT_NAMES)})",
+                hint="pass -f FILE, or -f - to read standard input",
+            )
+        path = found
+    else:
+        path = Path(file)
     try:
-        return path.read_bytes(), file
+        return path.read_bytes(), path
     except FileNotFoundError:
-        raise NotFound(f"{file}: no such file") from None
+        raise NotFound(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise PybuildError(f"{file}: is a directory", hint=f"pass -f {file.rstrip('/')}/Buildfile") from None
+        raise PybuildError(f"{path}: is a directory", hint=f"pass -f {path}/Buildfile") from None
     except OSError as e:
-        raise PybuildError(f"{file}: cannot read: {e.strerror}") from None
+        raise PybuildError(f"{path}: cannot read: {e.strerror}") from None
 
 
 @click.command("parse")
@@ -57,7 +63,8 @@ def parse(ctx: click.Context, file: str | None, fmt: str) -> None:
     from pybuild.cli import print_error
     from pybuild.errors import ParseError, ParseErrors
 
-    data, name = _read(file)
+    data, path = read_buildfile(file, Path("."))
+    name = "<stdin>" if path is None else (file or str(path))
     tree, scan_errors = parser.scan(data, name)
     errors: list[ParseError] = []
     buildfile = None

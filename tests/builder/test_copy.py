@@ -16,9 +16,9 @@ import pytest
 
 from builder.archive import ArchiveError, is_archive
 from builder.chmod import parse_chmod
+from builder.contenthash import Hasher
 from builder.context import SourceTree
 from builder.copy import CopyError, CopyOptions, dest_path
-from builder.contenthash import Hasher
 from builder.sources import CopySpec, SourceSpecError, apply_sources, digest_sources, resolve_sources
 from builder.users import Identity
 from pybuild.errors import NotFound

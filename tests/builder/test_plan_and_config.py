@@ -3,15 +3,11 @@ progress formats."""
 
 from __future__ import annotations
 
-import io
-import json
-
 import pytest
 
 from builder.buildargs import MetaArgs, Scope, resolve_meta_args
 from builder.imageconfig import StageConfig, apply_metadata, expose_ports, workdir_path
 from builder.plan import plan_build
-from builder.progress import JsonReporter, PlainReporter, Step, TtyReporter, human_size
 from layerstore.oci import ContainerConfig
 from parser import parse_buildfile
 from pybuild.errors import BuildError, ParseErrors
@@ -136,27 +132,3 @@ def test_expose_volume_stopsignal() -> None:
 )
 def test_workdir_chains_relative_paths(current: str, path: str, result: str) -> None:
     assert workdir_path(current, path) == result
-
-
-def test_progress_formats() -> None:
-    out = io.StringIO()
-    r = PlainReporter(out)
-    step = Step(3, "[2/2] RUN x", reasons=["variable A changed"])
-    r.start(step)
-    r.output(step, "stdout", b"partial")
-    r.output(step, "stdout", b" line\nnext")
-    r.done(step)
-    lines = out.getvalue().splitlines()
-    assert lines[0] == "#3 [2/2] RUN x" and lines[1] == "#3 cache miss: variable A changed"
-    assert lines[2].endswith(" partial line") and lines[3].endswith(" next") and lines[4].startswith("#3 DONE ")
-    out = io.StringIO()
-    JsonReporter(out).cached(Step(4, "[3/3] COPY a /a"))
-    assert json.loads(out.getvalue())["event"] == "cached"
-    out = io.StringIO()
-    tty = TtyReporter(out)
-    tty.start(step)
-    tty.phase(step, "committing", 2_500_000)
-    tty.done(step)
-    tty.close()
-    assert "committing 2.5MB" in out.getvalue() and "=> [2/2] RUN x" in out.getvalue()
-    assert human_size(999) == "999B" and human_size(1_500_000_000) == "1.5GB"

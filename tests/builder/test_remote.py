@@ -13,6 +13,7 @@ from builder.remote import RemoteError, fetch, is_git_url, is_url, parse_checksu
 from pybuild.errors import DigestMismatch
 from tests.builder.conftest import BODY
 
+
 @pytest.mark.parametrize(
     ("url", "name"),
     [

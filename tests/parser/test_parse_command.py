@@ -84,7 +84,7 @@ def test_default_file_is_buildfile_then_dockerfile(pb: Pybuild, tmp_path: Path) 
 def test_missing_file(pb: Pybuild, tmp_path: Path) -> None:
     proc = pb("parse", cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: no Buildfile in the current directory")
+    assert proc.stderr.startswith(f"error: no Buildfile in {tmp_path} (looked for Buildfile, Dockerfile, dockerfile)")
     proc = pb("parse", "-f", tmp_path / "nope", check=False)
     assert (proc.returncode, proc.stderr.splitlines()[0]) == (1, f"error: {tmp_path / 'nope'}: no such file")
     proc = pb("parse", "-f", tmp_path, check=False)
