@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pybuild.errors import NotFound, RuntimeError_
-from runner import capabilities, names, state
+from runner import capabilities, names, state, users
 from runner.cgroups import Limits
 from runner.entrypoint import container_argv
 from runner.mounts import remove_tree
@@ -170,6 +170,9 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
         lowers = store.lower_dirs(image)
         cfg = image.config.config
         argv = container_argv(cfg.entrypoint, cfg.cmd, opts.command, opts.entrypoint)
+        user = opts.user if opts.user is not None else (cfg.user or "")
+        if user:  # refused now, not at start: a refused run leaves no container behind
+            users.lookup_in_layers(lowers, user)
         inherited = [m for ref in opts.volumes_from for m in _volumes_from(root, ref)]
         cid = names.random_hex(32)
         env = merge_env(cfg.env or (f"PATH={DEFAULT_PATH}",), opts.env, caller_env if caller_env is not None else dict(os.environ))
@@ -191,7 +194,7 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
                 argv=tuple(argv),
                 env=env,
                 cwd=opts.workdir or cfg.working_dir or "/",
-                user=opts.user if opts.user is not None else (cfg.user or ""),
+                user=user,
                 hostname=opts.hostname or cid[:12],
                 tty=opts.tty,
                 open_stdin=opts.interactive,

@@ -34,11 +34,11 @@ def open_pidfd(pid: int, start: int) -> int | None:
     return fd
 
 
-def wait_pidfd(fd: int, timeout: float) -> bool:
-    """True if the process exited within `timeout` seconds."""
+def wait_pidfd(fd: int, timeout: float | None) -> bool:
+    """True if the process exited within `timeout` seconds (None: wait as long as it takes)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(max(0, int(timeout * 1000))))
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
 
 def send_signal(s: ContainerState, sig: int) -> bool:
@@ -67,11 +67,12 @@ def kill(cdir: Path, sig: int) -> None:
 
 def stop(cdir: Path, timeout: float | None = None) -> None:
     """The image's StopSignal (default SIGTERM) to PID 1, then SIGKILL to every process after
-    `timeout` seconds (default 10); returns once the exit is on record. Idempotent."""
+    `timeout` seconds (default 10; negative: no SIGKILL, wait as long as it takes, as Docker's
+    -1); returns once the exit is on record. Idempotent."""
     s = state.observed(state.load(cdir))
     if s.status not in (state.RUNNING, state.PAUSED):
         return
-    grace = 10.0 if timeout is None else max(0.0, timeout)
+    grace = 10.0 if timeout is None else (None if timeout < 0 else timeout)
     fd = open_pidfd(s.pid, s.pid_start)
     if fd is not None:
         try:

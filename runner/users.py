@@ -13,6 +13,7 @@ Everything here is pure but `read_user_database`, which reads the two files insi
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +150,17 @@ def lookup(root: Path, spec: str) -> ExecUser:
     builder for WORKDIR creation; inside a container `root` is `/`)."""
     passwd, groups = read_user_database(root)
     return resolve_user(spec, passwd, groups)
+
+
+def lookup_in_layers(layers: list[Path], spec: str) -> ExecUser:
+    """`resolve_user` against the /etc/passwd and /etc/group that the union of `layers` (top
+    first) shows, read without mounting it: to refuse an unknown user before a container exists."""
+    from runner.initlayer import union_resolve
+
+    def read(path: str) -> str:
+        parts, found = union_resolve(layers, path)
+        if found is None or not stat.S_ISREG(found[0].st_mode):
+            return ""
+        return Path(found[1], *parts).read_text(errors="replace")
+
+    return resolve_user(spec, parse_passwd(read("/etc/passwd")), parse_group(read("/etc/group")))

@@ -174,32 +174,46 @@ def resolve_mounts(
 ) -> list[Mount]:
     """The container's mounts: `-v` specs (named volumes created as needed, bind sources checked),
     then mounts inherited with --volumes-from, then an anonymous volume for each image VOLUME no
-    other mount covers. A later mount on the same destination is an error, as in Docker."""
-    mounts: list[Mount] = []
+    other mount covers. A later `-v` on the same destination is an error, as in Docker.
+
+    Everything is checked before any volume is made, and a failure while making them removes
+    the ones this call made: a refused `run` leaves no volume behind."""
     seen: set[str] = set()
-
-    def add(m: Mount) -> None:
-        if m.destination in seen:
-            raise RuntimeError_(f"duplicate mount point: {m.destination}")
-        seen.add(m.destination)
-        mounts.append(m)
-
     for spec in specs:
-        if spec.kind == "bind":
-            if not os.path.exists(spec.source):
-                raise RuntimeError_(f"invalid mount config: bind source path does not exist: {spec.source}")
-            add(Mount(spec.destination, "bind", spec.source, spec.readonly))
+        if spec.destination in seen:
+            raise RuntimeError_(f"duplicate mount point: {spec.destination}")
+        seen.add(spec.destination)
+        if spec.kind == "bind" and not os.path.exists(spec.source):
+            raise RuntimeError_(f"invalid mount config: bind source path does not exist: {spec.source}")
+    made: list[str] = []
+
+    def volume_mount(name: str | None, destination: str, readonly: bool = False, copy: bool = True) -> Mount:
+        if name is None or not _meta(root, name).exists():
+            volume = create(root, name, now=now)
+            made.append(volume.name)
         else:
-            volume = create(root, spec.source or None, now=now)
-            add(Mount(spec.destination, "volume", str(volume.path), spec.readonly, name=volume.name, copy=spec.copy))
-    for m in inherited:
-        if m.destination not in seen:
-            add(m)
-    for destination in image_volumes:
-        destination = os.path.normpath(destination)
-        if destination not in seen:
-            volume = create(root, None, now=now)
-            add(Mount(destination, "volume", str(volume.path), name=volume.name, copy=True))
+            volume = get(root, name)
+        return Mount(destination, "volume", str(volume.path), readonly, name=volume.name, copy=copy)
+
+    mounts: list[Mount] = []
+    try:
+        for spec in specs:
+            if spec.kind == "bind":
+                mounts.append(Mount(spec.destination, "bind", spec.source, spec.readonly))
+            else:
+                mounts.append(volume_mount(spec.source or None, spec.destination, spec.readonly, spec.copy))
+        for m in inherited:
+            if m.destination not in seen:
+                seen.add(m.destination)
+                mounts.append(m)
+        for destination in map(os.path.normpath, image_volumes):
+            if destination not in seen:
+                seen.add(destination)
+                mounts.append(volume_mount(None, destination))
+    except BaseException:
+        for name in made:
+            remove(root, name)
+        raise
     return mounts
 
 

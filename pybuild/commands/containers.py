@@ -89,7 +89,17 @@ def _env_from_files(files: Sequence[str]) -> list[str]:
 # -- run -----------------------------------------------------------------------------------------
 
 
-@click.command(context_settings=_RUN_CONTEXT)
+class _RunCommand(click.Command):
+    """`run` refuses a bad flag or flag value as one of its own failures: exit 125, as docker run."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            raise RuntimeError_(e.format_message(), hint=f"see '{ctx.command_path} --help'") from None
+
+
+@click.command(cls=_RunCommand, context_settings=_RUN_CONTEXT)
 @click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
 @click.option("--rm", "auto_remove", is_flag=True, help="Remove the container (and its anonymous volumes) when it exits.")
 @click.option("--name", help="Name the container.")
@@ -255,7 +265,7 @@ def start(g: Globals, containers_: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL (default 10).")
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL (default 10; -1: no SIGKILL).")
 @click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
 @click.pass_obj
 def stop(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
@@ -266,7 +276,7 @@ def stop(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL (default 10).")
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL (default 10; -1: no SIGKILL).")
 @click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
 @click.pass_obj
 def restart(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
@@ -285,6 +295,7 @@ def restart(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> No
 @click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal name or number.")
 @click.argument("containers_", metavar="CONTAINER...", nargs=-1, required=True)
 @click.pass_obj
+@_exits_1
 def kill(g: Globals, sig: str, containers_: tuple[str, ...]) -> None:
     """Send a signal to the main process of containers."""
     from runner import containers, lifecycle
@@ -400,10 +411,14 @@ def exec_(g: Globals, interactive: bool, tty: bool, env: tuple[str, ...], user: 
 # -- commit ------------------------------------------------------------------------------------------
 
 
+# moby's validCommitCommands (builder/dockerfile): the instructions `commit --change` takes
+_CHANGE_KEYWORDS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "HEALTHCHECK", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
+
+
 @click.command()
 @click.option("-m", "--message", help="Commit message (the history entry's comment).")
 @click.option("-a", "--author", help="Author, e.g. 'Name <email>'.")
-@click.option("-c", "--change", multiple=True, help="Apply a Buildfile instruction: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR.")
+@click.option("-c", "--change", multiple=True, help="Apply a Buildfile instruction: " + ", ".join(_CHANGE_KEYWORDS) + ".")
 @click.option("-p", "--pause", type=bool, default=True, show_default=True, help="Freeze the container while committing.")
 @click.argument("container")
 @click.argument("repository", required=False)
@@ -420,49 +435,22 @@ def commit(g: Globals, message: str | None, author: str | None, change: tuple[st
     click.echo(image.id)
 
 
-_CHANGE_KEYWORDS = {"cmd", "entrypoint", "env", "expose", "label", "onbuild", "stopsignal", "user", "volume", "workdir"}
-
-
 def apply_changes(config: ContainerConfig, changes: Sequence[str]) -> ContainerConfig:
-    """`docker commit --change`: each change is one Buildfile instruction applied to the config."""
-    from dataclasses import replace
+    """`docker commit --change`: each change is Buildfile text, applied to the config exactly as a
+    build applies the instruction (variables expanded from the config's Env, shell forms wrapped
+    in its SHELL, ENTRYPOINT clearing CMD unless a change before it set one, signals and ports
+    checked). Raises ParseErrors/BuildError for text a Buildfile would refuse."""
+    from builder.buildargs import Scope
+    from builder.imageconfig import StageConfig, apply_metadata
+    from parser import parse_instructions
 
-    from parser.arguments import parse_line
-    from parser.shell import expand_word
-
+    stage = StageConfig(config, Scope()).with_scope(Scope.from_image_env(config.env or ()))
     for text in changes:
-        line = parse_line(text, "\\")
-        keyword = line.keyword.lower()
-        if keyword not in _CHANGE_KEYWORDS:
-            raise PybuildError(f"{line.keyword} is not a valid change command", hint="use one of " + ", ".join(sorted(k.upper() for k in _CHANGE_KEYWORDS)))
-        env = config.env_dict()
-        words = [expand_word(a, env) for a in line.args] if keyword not in ("cmd", "entrypoint", "onbuild") else list(line.args)
-        if keyword in ("cmd", "entrypoint"):
-            argv = tuple(line.args) if line.json else (*(config.shell or ("/bin/sh", "-c")), line.args[0])
-            config = replace(config, cmd=argv) if keyword == "cmd" else replace(config, entrypoint=argv)
-        elif keyword == "env":
-            config = config.with_env(**{words[i]: words[i + 1] for i in range(0, len(words), 3)})
-        elif keyword == "label":
-            labels = dict(config.labels or {})
-            labels.update({words[i]: words[i + 1] for i in range(0, len(words), 3)})
-            config = replace(config, labels=labels)
-        elif keyword == "expose":
-            ports = dict(config.exposed_ports or {})
-            ports.update({(p if "/" in p else p + "/tcp"): {} for p in words})
-            config = replace(config, exposed_ports=ports)
-        elif keyword == "volume":
-            vols = dict(config.volumes or {})
-            vols.update({v: {} for v in words})
-            config = replace(config, volumes=vols)
-        elif keyword == "onbuild":
-            config = replace(config, on_build=(*(config.on_build or ()), text.split(None, 1)[1]))
-        elif keyword == "stopsignal":
-            config = replace(config, stop_signal=words[0])
-        elif keyword == "user":
-            config = replace(config, user=words[0])
-        elif keyword == "workdir":
-            config = replace(config, working_dir=os.path.join(config.working_dir or "/", words[0]))
-    return config
+        for instruction in parse_instructions(text, file="--change"):
+            if instruction.keyword not in _CHANGE_KEYWORDS:
+                raise PybuildError(f"{instruction.keyword} is not a valid change command", hint="use one of " + ", ".join(_CHANGE_KEYWORDS))
+            stage, _ = apply_metadata(instruction, stage)
+    return stage.config
 
 
 # -- volumes -----------------------------------------------------------------------------------------
