@@ -12,6 +12,8 @@ until the block ends. Everything written goes through `tmp/` on the same file sy
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +32,31 @@ from layerstore.refs import Tags
 from pybuild.errors import NotFound, ParseError, StoreError
 
 MIN_ID_PREFIX = 4
+
+# Hints for a file system failure in the store (full, read-only, no permission, failing disk).
+_FILE_SYSTEM_HINTS = {
+    errno.ENOSPC: "the store's file system is full; pybuild gc frees what nothing refers to",
+    errno.EDQUOT: "the disk quota is exceeded; pybuild gc frees what nothing refers to",
+    errno.EROFS: "the store is on a read-only file system: only reading commands work there",
+    errno.EACCES: "run pybuild as a user who may write the store (or as root)",
+    errno.EPERM: "run pybuild as a user who may write the store (or as root)",
+    errno.EIO: "the disk reported an I/O error; pybuild fsck --full checks what the store holds",
+}
+
+
+@contextmanager
+def _store_errors(root: Path) -> Iterator[None]:
+    """Turn a file-system failure inside the block (a full or read-only disk, a permission, an I/O
+    error) into one StoreError line naming the file, never a traceback. Every store write is
+    atomic, so such a failure leaves nothing half-done behind."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _FILE_SYSTEM_HINTS:
+            raise
+        where = Path(os.fsdecode(e.filename)) if e.filename else root
+        in_store = where == root or root in where.parents
+        raise StoreError(f"{where}: {e.strerror}", hint=_FILE_SYSTEM_HINTS[e.errno] if in_store else None) from e
 
 
 class Store:
@@ -50,10 +77,11 @@ class Store:
     def open(cls, root: Path, *, exclusive: bool = False, timeout: float | None = None) -> Iterator[Store]:
         """The store at `root` (created if missing) with the store lock held for the block."""
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        with store_lock(root, exclusive=exclusive, timeout=timeout):
-            ensure_layout(Layout(root))
-            yield cls(root)
+        with _store_errors(root):
+            root.mkdir(parents=True, exist_ok=True)
+            with store_lock(root, exclusive=exclusive, timeout=timeout):
+                ensure_layout(Layout(root))
+                yield cls(root)
 
     @property
     def tmp(self) -> Path:

@@ -72,12 +72,17 @@ class Staging:
         self._lock = threading.Lock()
         self._n = 0
         self._spare: list[bytearray] = []  # download buffers, reused by the next blob
+        self._cancelled = threading.Event()
 
     def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
         remove_tree(self.dir, self.store.tmp)
+
+    def cancel(self) -> None:
+        """Make every `stage` in progress (on any thread) stop at its next piece."""
+        self._cancelled.set()
 
     def stage(self, source: Readable | Iterable[bytes], *, what: str, size_hint: int = 0,
               expected: str | None = None, expected_size: int | None = None, layer: bool = True,
@@ -100,6 +105,10 @@ class Staging:
             try:
                 first = True
                 for data, n in _pieces(source, pool):
+                    if self._cancelled.is_set():
+                        if pool is not None:
+                            pool.put(data)  # type: ignore[arg-type]
+                        raise StoreError(f"{what}: interrupted")
                     view = memoryview(data)[:n]
                     if first:
                         first = False

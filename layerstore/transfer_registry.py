@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from layerstore.digests import json_object
 from layerstore.images import Image
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PARALLEL = 3  # blobs in flight at once, as Docker does
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _quiet(_: str) -> None:
@@ -80,9 +82,7 @@ def _pull(store: Store, client: RegistryClient, ref: Reference, platform: Platfo
                               expected=desc.digest, expected_size=desc.size)
             progress(f"  blob {desc.digest} ({desc.size} bytes) done")
 
-        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="pull") as pool:
-            for future in [pool.submit(fetch, desc) for desc in wanted.values()]:
-                future.result()
+        _in_parallel(fetch, list(wanted.values()), "pull", cancel=staging.cancel)
         names = (ref.familiar,) if ref.digest is None else ()
         (image,) = commit_incoming(store, staging, [Incoming(fetched.data, fetched.digest, names, source=what)],
                                    instruction=f"pull {ref}")
@@ -126,15 +126,30 @@ def push_image(
                                      mount_from=candidates)
             progress(f"  blob {digest} ({size} bytes) {how}")
 
-        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="push") as pool:
-            for future in [pool.submit(upload, item) for item in unique]:
-                future.result()
+        _in_parallel(upload, unique, "push")
         digest = client.put_manifest(dest.path, dest.tag or "latest", prepared.manifest, prepared.media_type)
     finally:
         if own:
             client.close()
     progress(f"pushed {dest.familiar}: {digest}")
     return Pushed(dest, digest, len(prepared.manifest))
+
+
+def _in_parallel(fn: Callable[[T], None], items: list[T], name: str, *, cancel: Callable[[], None] | None = None) -> None:
+    """`fn(item)` for every item, PARALLEL at a time. The first failure (or Ctrl-C) cancels what
+    has not started, asks what runs to stop (`cancel`), and is raised once no thread runs any more,
+    so that the caller may remove what they were writing."""
+    with ThreadPoolExecutor(PARALLEL, thread_name_prefix=name) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            if cancel is not None:
+                cancel()
+            raise
 
 
 def _mount_sources(store: Store, dest: Reference) -> list[tuple[str, set[str]]]:

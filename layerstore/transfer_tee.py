@@ -80,8 +80,12 @@ class LayerTee:
         self.target = target
         self._what = what
         self._tar = HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
-        self._thread = threading.Thread(target=self._run, daemon=True, name="layer-tee")
-        self._thread.start()
+        self._aborted = False
+        # Set when the helper thread has stopped touching `target` and the pool. Waited for instead
+        # of Thread.join: CPython 3.11's join, interrupted by Ctrl-C, can mark a live thread as
+        # stopped (bpo-45274), and then `target` would be removed under a running extractor.
+        self._done = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="layer-tee").start()
 
     # -- the producer's side ---------------------------------------------------------------------
 
@@ -96,15 +100,20 @@ class LayerTee:
 
     def finish(self) -> tuple[str, int]:
         self._q.put(None)
-        self._thread.join()
+        self._done.wait()
         if self.error is not None:
             raise self.error
         return "sha256:" + self._tar.hash.hexdigest(), self._tar.size
 
     def abort(self) -> None:
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
+        """Stop the helper thread soon (it stops at its next read) and return once it has stopped:
+        only then may `target` be removed. Safe to call after `finish` and more than once."""
+        self._aborted = True
+        try:
+            self._q.put_nowait(None)  # wakes a helper waiting for a piece; a full queue means it is busy
+        except queue.Full:
+            pass
+        self._done.wait()
 
     # -- the helper thread -----------------------------------------------------------------------
 
@@ -113,6 +122,8 @@ class LayerTee:
         previous piece is consumed, so its buffer goes back to the pool."""
         while self._cur is None or self._pos >= self._end:
             self._release()
+            if self._aborted:
+                raise StoreError(f"{self._what}: interrupted")
             if self._eof:
                 return b""
             item = self._q.get()
@@ -154,10 +165,14 @@ class LayerTee:
         finally:
             self._release()
             while not self._eof:  # keep the producer from blocking on a full queue or an empty pool
-                item = self._q.get()
+                try:
+                    item = self._q.get_nowait() if self._aborted else self._q.get()
+                except queue.Empty:
+                    break  # aborted: the producer sends nothing more
                 if item is None:
                     self._eof = True
                 else:
                     self._cur, self._lent = item
                     self._release()
+            self._done.set()
 
