@@ -116,10 +116,26 @@ B
 COPY <<CONF /etc/app.conf
 value=$V
 CONF
+RUN <<'EOF'
+echo "lone, quoted: $V" > /quoted
+EOF
+RUN <<'EOF' cat >> /quoted; cat 3<<EOF <&3 >> /quoted
+with a command: $V
+EOF
+fd 3: $V
+EOF
+COPY <<-"X" <<Y /d/
+	x $V
+	X
+y $V
+Y
 """
     ctx = write_context(tmp_path / "ctx", text.replace("FROM busybox\n", "FROM busybox\nARG V=42\n", 1))
     build(pb, ctx, "-t", "h:1")
     assert run(pb, "h:1", "cat /simple /shebang /two /etc/app.conf") == "simple\nshebang /dev/pipes/EOF\nfirst\nsecond\nvalue=42\n"
+    # a lone heredoc is a script for SHELL (its quoting does not matter); with a command the
+    # shell reads the heredocs and honours the quoting; COPY expands unless the name is quoted
+    assert run(pb, "h:1", "cat /quoted /d/X /d/Y") == "lone, quoted: 42\nwith a command: $V\nfd 3: 42\nx $V\ny 42\n"
     history = created_by(busybox_store, "h:1")
     assert "RUN |1 V=42 /bin/sh -c /dev/pipes/EOF # buildkit" in history  # BuildKit runs the script through SHELL
     assert "RUN |1 V=42 /bin/sh -c echo simple > /simple\n # buildkit" in history
