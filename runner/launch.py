@@ -250,6 +250,12 @@ def _shim(caller: int, prepare: Callable[[], None], child_main: ChildMain, ctx: 
             pass
     if ctx.pty_sock is not None:
         ctx.pty_sock.close()
+    # The shim writes nothing: its copies of the caller's stdio must not keep a pipe's reader
+    # waiting once the caller (and the container) let go of it.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
     while True:
         try:
             _, status = os.waitpid(pid, 0)

@@ -118,6 +118,8 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
                 relay.stop_forwards()
                 if raw is not None:
                     raw.restore()
+                for fd in (0, 1, 2):  # the CLI's pipes end for their readers, as the CLI has
+                    os.dup2(null, fd)
 
             relay.add_watch(attach.lifeline, let_go_of_the_terminal)
         with raw if raw is not None else nullcontext():

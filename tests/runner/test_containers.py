@@ -1,6 +1,6 @@
 """The container commands end to end, through the real CLI against a store holding busybox:latest.
 Real kernel, as root; every test leaves no process, mount, cgroup or container file behind, even
-when it fails (the `reaper` fixture kills and removes whatever is left)."""
+when it fails (the `store` fixture kills and removes whatever is left)."""
 
 from __future__ import annotations
 
@@ -10,82 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner import state
-from runner.mounts import mount_points_under
-from tests.conftest import Pybuild, make_pb
-from tests.runner.conftest import our_cgroups
+from tests.conftest import Pybuild
+from tests.runner.conftest import our_cgroups, processes_of, status_of, wait_for
 
 pytestmark = pytest.mark.root
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll `predicate` until it returns something truthy (no sleeps as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def processes_of(store: Path) -> list[int]:
-    """Processes that belong to containers or supervisors of `store`: their root is inside it, or
-    their command line names it."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            root = os.readlink(f"/proc/{entry}/root")
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if root.startswith(str(store)) or str(store).encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
-@pytest.fixture
-def store(busybox_store: Path) -> Iterator[Path]:
-    """busybox_store, reaped afterwards: every container process and supervisor killed, cgroups
-    and container dirs removed; then nothing of ours may be left."""
-    cgroups_before = set(our_cgroups())
-    try:
-        yield busybox_store
-    finally:
-        for pid in processes_of(busybox_store):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        cdir_root = busybox_store / "containers"
-        for cdir in cdir_root.iterdir() if cdir_root.is_dir() else []:
-            try:
-                cg = state.load(cdir).get_cgroup()
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if cg is not None:
-                cg.remove()
-        wait_for(lambda: not processes_of(busybox_store), what="processes to die")
-        assert mount_points_under(busybox_store) == []
-        assert set(our_cgroups()) - cgroups_before == set()
-
-
-@pytest.fixture
-def pbs(store: Path) -> Pybuild:
-    return make_pb(store)
-
-
-def status_of(pbs: Pybuild, name: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(pbs("inspect", name).stdout)[0]["State"]
 
 
 # -- run ---------------------------------------------------------------------------------------
