@@ -72,14 +72,12 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class StageState:
-    """Where a stage is: its base image, the image its last step ended with (`head`, a manifest
-    digest, read only when a later step needs it), the two key chains, and its config and
-    variables."""
+    """Where a stage is: the image its last step ended with (`head`, a manifest digest, read
+    only when a later step needs it), the two key chains, and its config and variables."""
 
     index: int
     label: str
     total: int
-    base: Image | None  # None: scratch
     head: str | None  # the image after the last step (the base's digest at FROM; None: scratch)
     fs_key: str
     image_key: str
@@ -113,7 +111,7 @@ class Builder:
 
     def build(self) -> Image:
         opts = self.options
-        internal = self._internal(f"[internal] load build definition from {opts.buildfile_name}")
+        internal = self._start(f"[internal] load build definition from {opts.buildfile_name}")
         buildfile = parse_buildfile(opts.buildfile_text, file=opts.buildfile_name)
         self.progress.done(internal)
         for warning in buildfile.warnings:
@@ -181,9 +179,6 @@ class Builder:
         self.progress.done(step)
         return image
 
-    def _internal(self, name: str) -> Step:
-        return self._start(name)
-
     def _start(self, name: str, reasons: list[str] | None = None) -> Step:
         self.counter += 1
         step = Step(self.counter, name, reasons=reasons or [])
@@ -235,26 +230,26 @@ class Builder:
         base: Base = sp.base
         label = self._label(sp)
         total = _stage_total(sp)
-        probe = StageState(sp.stage.index, label, total, None, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
+        probe = StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
         if base.kind == "stage":
             prior = self._result(base.stage)
             step = self._start(self._display(probe, f"FROM {prior.label or prior.index}"))
             self.progress.done(step)
             image = self._stage_image(prior)
             sc = replace(prior.sc, cmd_set=False)  # CMD set in the parent stage counts as inherited
-            return StageState(sp.stage.index, label, total, image, image.digest, prior.fs_key, image.digest, sc, origin=prior.origin)
+            return StageState(sp.stage.index, label, total, image.digest, prior.fs_key, image.digest, sc, origin=prior.origin)
         if base.kind == "scratch":
             sc = StageConfig(ContainerConfig(), Scope()).with_scope(Scope.from_image_env([]))
             step = self._start(self._display(probe, "FROM scratch"))
             self.progress.done(step)
-            return StageState(sp.stage.index, label, total, None, None, SCRATCH, SCRATCH, sc)
+            return StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, sc)
         image = self._base_image(base.ref, str(sp.stage.location))
         self.counter += 1
         self.progress.cached(Step(self.counter, self._display(probe, f"FROM {base.ref}" + ("" if "@" in base.ref else f"@{image.digest}"))))
         config = image.config.config
         sc = StageConfig(config, Scope()).with_scope(Scope.from_image_env(config.env or ()))
         sc = replace(sc, author=image.config.author)
-        return StageState(sp.stage.index, label, total, image, image.digest, image.digest, image.digest, sc, origin=image)
+        return StageState(sp.stage.index, label, total, image.digest, image.digest, image.digest, sc, origin=image)
 
     def _check_platform(self, sp: StagePlan) -> None:
         """FROM --platform may only name the platform pybuild builds for (F50)."""
