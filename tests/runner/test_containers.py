@@ -85,6 +85,16 @@ def test_tty_gives_a_real_pseudo_terminal(store: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 3
 
 
+def test_exec_takes_the_containers_user_workdir_and_env(pbs: Pybuild) -> None:
+    pbs("run", "-d", "--name", "ctx", "-u", "nobody", "-w", "/srv", "-e", "K=v", "busybox", "sleep", "300")
+    assert pbs("exec", "ctx", "sh", "-c", "id -un; pwd; echo $K; grep CapEff /proc/self/status").stdout.split() == [
+        "nobody", "/srv", "v", "CapEff:", "0000000000000000",
+    ]
+    assert pbs("exec", "-u", "root", "-w", "/tmp", "ctx", "sh", "-c", "id -un; pwd").stdout.split() == ["root", "/tmp"]
+    assert pbs("exec", "ctx", "/etc/passwd", check=False).returncode == 126
+    pbs("rm", "-f", "ctx")
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
@@ -245,6 +255,7 @@ def test_named_volume_persists_and_volumes_from_shares(pbs: Pybuild) -> None:
     assert pbs("run", "--rm", "-v", "data:/d:ro", "busybox", "sh", "-c", "echo x > /d/g", check=False).returncode != 0
     pbs("run", "--name", "src", "-v", "data:/shared", "busybox", "true")
     assert pbs("run", "--rm", "--volumes-from", "src", "busybox", "cat", "/shared/f").stdout == "kept\n"
+    assert pbs("run", "--rm", "--volumes-from", "src:ro", "busybox", "touch", "/shared/g", check=False).returncode == 1
     inspect = json.loads(pbs("volume", "inspect", "data").stdout)[0]
     assert inspect["Name"] == "data" and inspect["Driver"] == "local"
     assert pbs("volume", "rm", "data", check=False).returncode == 1  # in use by src
@@ -275,6 +286,24 @@ def test_isolation_process_hostname_network_mounts_ipc(pbs: Pybuild, tmp_path: P
         assert len(inside) == 1  # only the header: no segment of the host's
     finally:
         subprocess.run(["ipcrm", "-m", shm], check=True)
+
+
+def test_privileges_proc_and_sys_inside(pbs: Pybuild) -> None:
+    out = pbs(
+        "run", "--rm", "busybox", "sh", "-c",
+        "grep -E '^(CapBnd|CapEff|CapInh|CapAmb|NoNewPrivs)' /proc/self/status; wc -c < /proc/keys;"
+        "touch /sys/x || echo sys-ro; echo x > /proc/sys/kernel/domainname || echo proc-sys-ro",
+    ).stdout.split()
+    # Docker's 14 default capabilities, nothing inheritable or ambient, no_new_privs
+    assert out[:10] == ["CapInh:", "0" * 16, "CapEff:", "00000000a80425fb", "CapBnd:", "00000000a80425fb", "CapAmb:", "0" * 16, "NoNewPrivs:", "1"]
+    assert out[10:] == ["0", "sys-ro", "proc-sys-ro"]
+
+
+@pytest.mark.parametrize("fd", [3, 4, 5, 6, 7])
+def test_a_workdir_through_proc_self_fd_is_refused(pbs: Pybuild, fd: int) -> None:
+    # runc CVE-2024-21626: with a leaked host directory descriptor this would be a host directory
+    proc = pbs("run", "--rm", "-w", f"/proc/self/fd/{fd}", "busybox", "sh", "-c", "pwd; ls", check=False)
+    assert proc.returncode == 125 and proc.stdout == "" and proc.stderr.startswith("error: ")
 
 
 @pytest.mark.slow

@@ -198,3 +198,14 @@ def test_killing_an_it_cli_gives_the_terminal_back_and_the_container_lives_on(st
     assert status_of(pbs, "itk")["Running"] is True
     pbs("rm", "-f", "itk")
     os.close(term.fd)
+
+
+def test_exec_it_gives_a_pty_of_the_terminals_size_and_the_exit_status(store: Path, pbs: Pybuild) -> None:
+    pbs("run", "-d", "--name", "ex", "busybox", "sleep", "300")
+    term = Terminal(cli(store, "exec", "-it", "ex", "sh"))
+    term.expect("# ")
+    term.send("tty; stty size\r")
+    term.expect("/dev/pts/0\r\n33 111\r\n")
+    term.send("exit 3\r")
+    assert term.exit_status() == 3
+    pbs("rm", "-f", "ex")
