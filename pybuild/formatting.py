@@ -93,14 +93,19 @@ def status_text(s: ContainerState, now: float) -> str:
     return "Created"
 
 
+def ps_command(argv: Sequence[str]) -> str:
+    """The COMMAND of `docker ps` (moby daemon/list.go): the path, then the arguments, each one
+    holding a space put in single quotes: `sh -c 'echo hi; sleep 1'`."""
+    return " ".join([*argv[:1], *(f"'{a}'" if " " in a else a for a in argv[1:])])
+
+
 def ps_rows(states: Sequence[ContainerState], now: float, *, no_trunc: bool = False) -> list[tuple[str, ...]]:
     """The rows of `docker ps` for `states` (without the header, PS_HEADER)."""
     from runner import state
-    from runner.entrypoint import command_string
 
     rows: list[tuple[str, ...]] = []
     for s in states:
-        command = command_string(s.config.argv)
+        command = ps_command(s.config.argv)
         rows.append(
             (
                 s.id if no_trunc else s.short_id,

@@ -46,7 +46,7 @@ def test_ps_table_is_laid_out_as_docker_does() -> None:
     assert now is not None
     assert table([PS_HEADER, *ps_rows([rec], now)]).splitlines() == [
         "CONTAINER ID   IMAGE     COMMAND                  CREATED              STATUS                      PORTS     NAMES",
-        'aaaaaaaaaaaa   busybox   "sh -c while true; d…"   About a minute ago   Exited (3) 50 seconds ago             bold_turing',
+        'aaaaaaaaaaaa   busybox   "sh -c \'while true; …"   About a minute ago   Exited (3) 50 seconds ago             bold_turing',
     ]
     unknown = status_text(state.ContainerState(**{**rec.__dict__, "exit_code": state.UNKNOWN_EXIT}), now)
     assert unknown.startswith("Exited (unknown)")
