@@ -45,7 +45,7 @@ def test_every_instruction_is_a_commit_on_the_previous_one(busybox_store: Path, 
     base = image(busybox_store, "busybox")
     assert [i.commit.instruction for i in images[:6] if i.commit] == INSTRUCTIONS
     assert images[6].digest == base.digest
-    for child, parent in zip(images, images[1:]):
+    for child, parent in zip(images, images[1:], strict=False):
         assert child.parent == parent.digest
         assert child.history[: len(parent.history)] == parent.history and len(child.history) == len(parent.history) + 1
     # `pybuild log`: one entry per instruction, newest first, each naming its parent and its size
