@@ -43,8 +43,9 @@ def import_rootfs(
     source_date_epoch: int | None = None,
 ) -> Image:
     """Make a one-layer image from a directory or a tarball (plain, gzip, zstd, bzip2 or xz; a
-    file object for `-`), as `docker import` does, and tag it. A tarball goes through the safe
-    extractor first, so a hostile one is refused before anything is stored."""
+    file object for `-`), as `docker import` does, and tag it. Its history comment is `message`,
+    or `Imported from SOURCE` (as Docker's). A tarball goes through the safe extractor first, so a
+    hostile one is refused before anything is stored."""
     if isinstance(source, Path) and source.is_dir():
         layer = store.layers.commit_dir(source, compression=compression, source_date_epoch=source_date_epoch)
     else:
@@ -69,7 +70,7 @@ def import_rootfs(
             remove_tree(work, store.tmp)
     return _base_image(
         store, layer, tag, config=config or ContainerConfig(), created=rfc3339(source_date_epoch), created_by="",
-        comment=f"Imported from {source_name}", instruction=f"import {source_name}", message=message,
+        comment=message or f"Imported from {source_name}", instruction=f"import {source_name}", message=message,
     )
 
 

@@ -143,7 +143,8 @@ class Images:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
-        return CommitRecord.from_json(load_json(data, str(path)), str(path))
+        what = f"commits/{path.name}"
+        return CommitRecord.from_json(load_json(data, what), what)
 
     def exists(self, manifest_digest: str) -> bool:
         return self.layout.commit(manifest_digest).exists() or self.blobs.has(manifest_digest)

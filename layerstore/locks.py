@@ -68,8 +68,12 @@ def _flock_with_deadline(fd: int, op: int, deadline: float, *, what: str) -> Non
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise StoreError(f"{what} is locked by another pybuild process", hint="try again when it finishes")
+                raise StoreBusy(f"{what} is locked by another pybuild process", hint="try again when it finishes")
             time.sleep(_POLL_SECONDS)
+
+
+class StoreBusy(StoreError):
+    """The store lock could not be had before the deadline (another pybuild process holds it)."""
 
 
 class RefChanged(StoreError):

@@ -234,7 +234,12 @@ class Transport:
     def check_login(self) -> None:
         """Authenticate as the credentials say (a token with no scope, or Basic) and GET /v2/;
         RegistryError unless the registry accepts them."""
-        raise_for_status(self.request("GET", "/v2/"), f"{self.domain}: login")
+        resp = self.request("GET", "/v2/")
+        if resp.status in (401, 403):
+            _code, message = error_details(resp.body)
+            raise RegistryError(f"{self.domain}: login refused (HTTP {resp.status}" + (f": {message})" if message else ")"),
+                                status=resp.status, code="UNAUTHORIZED", hint="check the user name and password")
+        raise_for_status(resp, f"{self.domain}: login")
 
     def _ensure_scheme(self) -> str:
         with self._scheme_lock:

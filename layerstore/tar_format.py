@@ -229,7 +229,11 @@ def _decode(block: bytes, offset: int) -> tuple[bytes, bytes, int, int, int, int
     view = memoryview(block)
     # three parts, each short enough for _byte_sum (at most 256 bytes)
     actual = _byte_sum(view[:148]) + _CHECKSUM_SPACES + _byte_sum(view[156:412]) + _byte_sum(view[412:])
-    if _number(chksum, "checksum", offset) != actual:
+    try:
+        stored = _number(chksum, "checksum", offset)
+    except TarFormatError:
+        stored = -1  # not even a number: no tar header (and no bytes of it in the message)
+    if stored != actual:
         raise TarFormatError(f"tar header at byte {offset}: bad checksum (not a tar archive, or damaged)")
     name = _cstring(name)
     if magic[:5] == b"ustar":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -118,7 +119,11 @@ def save(
         target = Path(output)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise StoreError(f"{target}: exists and is not an empty directory")
-        _write(store, DirWriter(target, link=link), prepared, fmt, base_digests, base_name)
+        try:
+            _write(store, DirWriter(target, link=link), prepared, fmt, base_digests, base_name)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # it was empty or absent: leave no half layout
+            raise
         return prepared
     with _output_file(output, stdout) as out:
         _write(store, TarWriter(out), prepared, fmt, base_digests, base_name)
@@ -156,7 +161,9 @@ def _output_file(output: str, stdout: BinaryIO | None) -> Iterator[BinaryIO]:
     target = Path(output)
     if target.is_dir():
         raise StoreError(f"{target}: is a directory", hint="give a file name, or --format oci-dir")
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.", suffix=".tmp")
+    if not target.parent.is_dir():
+        raise NotFound(f"{target.parent}: no such directory")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

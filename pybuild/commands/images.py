@@ -11,6 +11,8 @@ import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -63,57 +65,156 @@ def _record(store: Store, digest: str) -> CommitRecord:
     return CommitRecord(manifest=digest, config=image.id, created=image.config.created, size=sum(l.size for l in image.layers))
 
 
+class _DockerBool(click.ParamType):
+    """A boolean option value written as Docker writes it: `-H=false` (and `-H false`)."""
+
+    name = "boolean"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).removeprefix("=").strip().lower()
+        if text in ("1", "true", "t", "yes", "y", "on"):
+            return True
+        if text in ("0", "false", "f", "no", "n", "off"):
+            return False
+        self.fail(f"{value!r} is not true or false", param, ctx)
+
+
 # ---------------------------------------------------------------------------- commands
 
 
 @click.command()
-@click.option("-a", "--all", "all_", is_flag=True, help="Also list untagged images (intermediate build steps).")
+@click.option("-a", "--all", "all_", is_flag=True, help="Also list intermediate and build-cache images.")
 @click.option("-q", "--quiet", is_flag=True, help="Only image ids.")
 @click.option("--digests", is_flag=True, help="Show manifest digests.")
 @click.option("--no-trunc", is_flag=True, help="Do not shorten ids.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE.")
 @click.argument("repository", required=False)
 @click.pass_obj
-def images(g: Globals, all_: bool, quiet: bool, digests: bool, no_trunc: bool, repository: str | None) -> None:
-    """List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE (as docker images)."""
+def images(g: Globals, all_: bool, quiet: bool, digests: bool, no_trunc: bool, filters: tuple[str, ...],
+           repository: str | None) -> None:
+    """List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE (as docker images). Untagged images
+    are listed when nothing builds on them and no build-cache entry keeps them (dangling), all of
+    them with -a."""
     from layerstore.digests import short_id
-    from layerstore.reference import parse_reference
     from layerstore.store import Store
 
     with Store.open(g.root) as store:
-        want = parse_reference(repository, default_tag=False) if repository else None
-        rows: list[tuple[str, str, str, CommitRecord]] = []
-        tagged = set()
+        match = _row_filter(store, filters, repository)
+        records = {r.manifest: r for r in store.images.all_commits()}
+        parents = {r.parent for r in records.values() if r.parent}
+        cached = {digest for _key, digest in store.cache.items()}
+        rows: list[_Row] = []
         for tag in store.tags.all():
-            if want and (tag.ref.repository != want.repository or (want.tag and tag.ref.tag != want.tag)):
+            rows.append(_Row(tag.ref.familiar_repository, tag.ref.tag or "<none>", tag.digest,
+                             records.get(tag.digest) or _record(store, tag.digest), dangling=False))
+        tagged = {row.digest for row in rows}
+        for digest, record in records.items():
+            if digest in tagged:
                 continue
-            tagged.add(tag.digest)
-            rows.append((tag.ref.familiar_repository, tag.ref.tag or "<none>", tag.digest, _record(store, tag.digest)))
-        if all_ and not want:
-            for record in store.images.all_commits():
-                if record.manifest not in tagged:
-                    rows.append(("<none>", "<none>", record.manifest, record))
+            dangling = digest not in parents and digest not in cached
+            if all_ or dangling:
+                rows.append(_Row("<none>", "<none>", digest, record, dangling=dangling))
+        rows = [row for row in rows if match(row)]
     now = time.time()
-    rows.sort(key=lambda r: (-(_created(r[3]) or 0), r[0], r[1]))
+    rows.sort(key=lambda r: (-(r.created or 0), r.repository, r.tag))
     if quiet:
-        seen: list[str] = []
-        for r in rows:
-            i = r[3].config if no_trunc else short_id(r[3].config)
-            if i not in seen:
-                seen.append(i)
-        click.echo("\n".join(seen)) if seen else None
+        ids = dict.fromkeys(r.record.config if no_trunc else short_id(r.record.config) for r in rows)
+        if ids:
+            click.echo("\n".join(ids))
         return
     header = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     out = [header]
-    for repo, tag, digest, record in rows:
-        image_id = record.config if no_trunc else short_id(record.config)
-        out.append([repo, tag] + ([digest] if digests else []) + [image_id, ago(record.created, now), human_size(record.size)])
+    for r in rows:
+        image_id = r.record.config if no_trunc else short_id(r.record.config)
+        out.append([r.repository, r.tag] + ([r.digest] if digests else [])
+                   + [image_id, ago(r.record.created, now), human_size(r.record.size)])
     click.echo(table(out))
 
 
-def _created(record: CommitRecord) -> float | None:
+@dataclass(frozen=True)
+class _Row:
+    repository: str
+    tag: str
+    digest: str
+    record: CommitRecord
+    dangling: bool
+
+    @property
+    def created(self) -> float | None:
+        from layerstore.images import parse_time
+
+        return parse_time(self.record.created)
+
+
+def _row_filter(store: Store, filters: tuple[str, ...], repository: str | None) -> Callable[[_Row], bool]:
+    """The rows `images REPOSITORY[:TAG] -f KEY=VALUE...` keeps, as docker images: every filter
+    must hold; REPOSITORY and reference= may hold shell patterns (`*` stops at `/`)."""
+    from layerstore.reference import parse_reference
+    from pybuild.errors import PybuildError
+
+    tests: list[Callable[[_Row], bool]] = []
+    if repository:
+        if any(c in repository for c in "*?["):
+            tests.append(_reference_matcher(repository))
+        else:
+            want = parse_reference(repository, default_tag=False)
+            tests.append(lambda r: r.tag != "<none>" and parse_reference(f"{r.repository}:{r.tag}").repository
+                         == want.repository and (want.tag is None or r.tag == want.tag))
+    for item in filters:
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep and key != "label":
+            raise PybuildError(f"bad format of filter {item!r} (expected name=value)")
+        if key == "dangling":
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise PybuildError(f"invalid filter 'dangling={value}': true or false")
+            flag = value.lower() in ("true", "1")
+            tests.append(lambda r, flag=flag: r.dangling == flag)
+        elif key == "reference":
+            tests.append(_reference_matcher(value))
+        elif key == "label":
+            tests.append(_label_matcher(store, value))
+        elif key in ("before", "since"):
+            pivot = parse_time_of(store.resolve(value).config.created)
+            if key == "before":
+                tests.append(lambda r, t=pivot: (r.created or 0) < t)
+            else:
+                tests.append(lambda r, t=pivot: (r.created or 0) > t)
+        else:
+            raise PybuildError(f"invalid filter {key!r}", hint="dangling, reference, label, before or since")
+    return lambda row: all(test(row) for test in tests)
+
+
+def parse_time_of(created: str | None) -> float:
     from layerstore.images import parse_time
 
-    return parse_time(record.created)
+    return parse_time(created) or 0.0
+
+
+def _reference_matcher(pattern: str) -> Callable[[_Row], bool]:
+    """`busy*`, `app:1.*`, `*/app`: a shell pattern over the familiar name, `*` not crossing `/`
+    (Go's path.Match, as Docker's reference filter); without a tag it matches the repository."""
+    import re
+
+    parts = []
+    for c in pattern:
+        parts.append("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) if c not in "[]" else c)
+    rx = re.compile("".join(parts) + r"\Z")
+    with_tag = ":" in pattern.rsplit("/", 1)[-1]
+    return lambda r: r.tag != "<none>" and bool(rx.match(f"{r.repository}:{r.tag}" if with_tag else r.repository))
+
+
+def _label_matcher(store: Store, spec: str) -> Callable[[_Row], bool]:
+    key, sep, value = spec.partition("=")
+
+    def test(row: _Row) -> bool:
+        labels = store.images.get(row.digest).config.config.labels or {}
+        return key in labels and (not sep or labels[key] == value)
+
+    return test
 
 
 @click.command()
@@ -134,63 +235,127 @@ def tag(g: Globals, source: str, target: str) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
 def rmi(g: Globals, force: bool, names: tuple[str, ...]) -> None:
-    """Remove image tags (space is freed by `pybuild gc`)."""
-    from layerstore.gc import containers_using
-    from layerstore.reference import parse_reference
+    """Remove images: untag them, and delete an image once nothing refers to it any more (its
+    own layers, config and build-cache entry; what other images share stays)."""
     from layerstore.store import Store
-    from pybuild.errors import ParseError, PybuildError, StoreError
+    from pybuild.errors import PybuildError
 
     failed: list[PybuildError] = []
+    deletable: list[str] = []
     with Store.open(g.root) as store:
         for name in names:
             try:
-                image = store.resolve(name)
-                try:
-                    ref = parse_reference(name)
-                    by_tag = ref.digest is None and store.tags.get(ref) == image.digest
-                except ParseError:
-                    by_tag = False
-                tags = [t for t in store.tags.of(image.digest)]
-                if not by_tag and len(tags) > 1 and not force:
-                    raise StoreError(f"{name}: image is referenced in multiple repositories", hint="use -f, or remove tags one by one")
-                users = containers_using(store, image.digest)
-                if users and not force and (not by_tag or len(tags) <= 1):
-                    raise StoreError(f"{name}: image is used by container {users[0]}", hint="remove the container, or use -f")
-                victims = [parse_reference(name)] if by_tag else [t.ref for t in tags]
-                for ref in victims:
-                    store.tags.delete(ref, message="rmi")
-                    click.echo(f"Untagged: {ref.familiar}")
-                if not store.tags.of(image.digest):
-                    click.echo(f"Deleted: {image.id}")
+                deletable += _untag(store, name, force)
             except PybuildError as e:
                 failed.append(e)
+    if deletable:
+        for image_id in _delete(g.root, deletable):
+            click.echo(f"Deleted: {image_id}")
     if failed:
         for e in failed[:-1]:
             click.echo(f"error: {e}", err=True)
         raise failed[-1]
 
 
+def _untag(store: Store, name: str, force: bool) -> list[str]:
+    """Remove the tags `rmi NAME` removes (printing `Untagged:` lines, as Docker) and return the
+    manifest digest of the image if it may now be deleted. Conflicts are Docker's, in its words."""
+    from layerstore.digests import short_id
+    from layerstore.reach import children, containers_using, mark, roots
+    from layerstore.reference import parse_reference
+    from pybuild.errors import ParseError, StoreError
+
+    image = store.resolve(name)
+    try:
+        ref = parse_reference(name)
+        by_tag = ref.digest is None and store.tags.get(ref) == image.digest
+    except ParseError:
+        by_tag = False
+    tags = [t.ref for t in store.tags.of(image.digest)]
+    users = containers_using(store, image.digest)
+    short = short_id(image.id)
+    if by_tag:
+        if users and len(tags) == 1 and not force:
+            raise StoreError(f'conflict: unable to remove repository reference "{name}" (must force) - '
+                             f"container {users[0][:12]} is using its referenced image {short}",
+                             hint="remove the container first, or use -f")
+        victims = [parse_reference(name)]
+    else:
+        if len(tags) > 1 and not force:
+            raise StoreError(f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple "
+                             "repositories", hint="remove the tags one by one, or use -f")
+        if users and not force:
+            raise StoreError(f"conflict: unable to delete {short} (must be forced) - image is being used by container "
+                             f"{users[0][:12]}", hint="remove the container first, or use -f")
+        if set(children(store, image.digest)) & mark(store, roots(store)).manifests:
+            raise StoreError(f"conflict: unable to delete {short} (cannot be forced) - image has dependent child images")
+        victims = tags
+    for victim in victims:
+        store.tags.delete(victim, message="rmi")
+        click.echo(f"Untagged: {victim.familiar}")
+    return [] if users or store.tags.of(image.digest) else [image.digest]
+
+
+def _delete(root: Path, digests: list[str]) -> list[str]:
+    """Delete the untagged images `digests` under the exclusive store lock and return their ids
+    (and those of the untagged parents deleted with them). When another pybuild process holds the
+    store (a build, a pull), nothing is deleted now: `pybuild gc` frees the space later."""
+    from layerstore.gc import delete_images
+    from layerstore.locks import StoreBusy
+    from layerstore.store import Store
+
+    try:
+        with Store.open(root, exclusive=True, timeout=0) as store:
+            return delete_images(store, digests).deleted_images
+    except StoreBusy:
+        click.echo("warning: another pybuild process is using the store: the untagged images stay until "
+                   "`pybuild gc` (or the next rmi) removes them", err=True)
+        return []
+
+
+# The keys `docker image inspect` always shows in Config (the others only when set), with Docker's
+# values for "not set".
+_DOCKER_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+}
+_NEVER_TAGGED = "0001-01-01T00:00:00Z"
+
+
 def image_json(store: Store, image: Image) -> dict[str, Any]:
-    """`inspect`'s document for an image, in Docker's field names."""
+    """`inspect`'s document for an image: `docker image inspect`'s fields, in its order and with
+    its values for what is not set, then pybuild's own (Digest, Layers, Commit)."""
+    from layerstore.images import rfc3339
+
     tags = store.tags.of(image.digest)
     record = image.commit
-    return {
+    config = image.config
+    tag_times = [e.time for t in tags for e in store.tags.log(t.ref) if e.new == image.digest]
+    doc: dict[str, Any] = {
         "Id": image.id,
-        "Digest": image.digest,
         "RepoTags": [t.name for t in tags],
         "RepoDigests": sorted({f"{t.ref.familiar_repository}@{image.digest}" for t in tags}),
         "Parent": (record.parent if record else None) or "",
-        "Comment": (image.history[-1].comment or "") if image.history else "",
-        "Created": image.config.created or "",
-        "Author": image.config.author or "",
-        "Config": image.config.config.to_json(),
-        "Architecture": image.config.architecture,
-        "Os": image.config.os,
+        "Comment": str(config.extra.get("comment") or (image.history[-1].comment if image.history else "") or ""),
+        "Created": config.created or "",
+        "DockerVersion": str(config.extra.get("docker_version") or ""),
+        "Author": config.author or "",
+        "Config": _DOCKER_CONFIG_DEFAULTS | config.config.to_json(),
+        "Architecture": config.architecture,
+    }
+    if config.variant:
+        doc["Variant"] = config.variant
+    doc |= {
+        "Os": config.os,
         "Size": record.size if record else sum(l.size for l in image.layers),
-        "RootFS": {"Type": "layers", "Layers": list(image.config.diff_ids)},
+        "RootFS": {"Type": "layers", "Layers": list(config.diff_ids)},
+        "Metadata": {"LastTagTime": rfc3339(max(tag_times)) if tag_times else _NEVER_TAGGED},
+        "Digest": image.digest,
         "Layers": [{"Digest": l.digest, "MediaType": l.media_type, "Size": l.size} for l in image.layers],
         "Commit": record.to_json() if record else None,
     }
+    return doc
 
 
 def _container_json(root: Path, name: str) -> dict[str, Any] | None:
@@ -246,7 +411,8 @@ def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
 @click.command()
 @click.option("--no-trunc", is_flag=True, help="Do not shorten ids and instructions.")
 @click.option("-q", "--quiet", is_flag=True, help="Only image ids.")
-@click.option("-H", "--human", type=bool, default=True, show_default=True, help="Human-readable sizes and dates.")
+@click.option("-H", "--human", type=_DockerBool(), default=True, show_default=True,
+              help="Human-readable sizes and dates (-H=false: RFC 3339 times, sizes in bytes).")
 @click.argument("name")
 @click.pass_obj
 def history(g: Globals, no_trunc: bool, quiet: bool, human: bool, name: str) -> None:
@@ -331,24 +497,34 @@ def diff(g: Globals, first: str, second: str | None) -> None:
 
 
 @click.command(name="import")
-@click.option("-m", "--message", help="Commit message for the image.")
+@click.option("-m", "--message", help="Commit message (the history comment; default 'Imported from SOURCE').")
+@click.option("-c", "--change", multiple=True, metavar="INSTRUCTION",
+              help="Apply a Buildfile instruction to the config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, "
+                   "STOPSIGNAL, USER, VOLUME, WORKDIR.")
 @COMPRESSION
 @click.argument("source")
 @click.argument("name", required=False)
 @click.pass_obj
-def import_(g: Globals, message: str | None, compression: str, source: str, name: str | None) -> None:
-    """Create an image from a rootfs tarball (plain or compressed; - for stdin) or a directory."""
+def import_(g: Globals, message: str | None, change: tuple[str, ...], compression: str, source: str,
+            name: str | None) -> None:
+    """Create an image from a rootfs tarball (plain or compressed; - for stdin) or a directory, as
+    docker import."""
     from layerstore.base_images import import_rootfs
+    from layerstore.oci import ContainerConfig
     from layerstore.reference import parse_reference
     from layerstore.store import Store
 
     if name:
         parse_reference(name)
+    config = ContainerConfig()
+    if change:
+        from pybuild.commands.containers import apply_changes  # `commit --change`'s rules, shared
+
+        config = apply_changes(config, change)
     with Store.open(g.root) as store:
         src = sys.stdin.buffer if source == "-" else Path(source)
-        image = import_rootfs(
-            store, src, name, source_name=source, message=message, compression=compression, source_date_epoch=_env_epoch()
-        )
+        image = import_rootfs(store, src, name, source_name=source, message=message, config=config,
+                              compression=compression, source_date_epoch=_env_epoch())
     click.echo(image.id)
 
 

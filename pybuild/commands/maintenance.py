@@ -8,12 +8,15 @@ from pybuild.cli import Globals
 
 
 @click.command()
-@click.option("--grace", type=float, default=3600, show_default=True, help="Keep unreferenced objects younger than this many seconds.")
-@click.option("--prune-cache", is_flag=True, help="Drop every build-cache entry first (as docker builder prune).")
+@click.option("--grace", type=click.FloatRange(min=0), default=3600, show_default=True,
+              help="Keep unreferenced objects younger than this many seconds.")
+@click.option("--prune-cache", is_flag=True,
+              help="Drop the build cache first (its entries, stat caches and explanations), as docker builder prune.")
+@click.option("--cache-mounts", is_flag=True, help="Also remove RUN --mount=type=cache directories.")
 @click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.option("-v", "--verbose", is_flag=True, help="List every object removed.")
 @click.pass_obj
-def gc(g: Globals, grace: float, prune_cache: bool, dry_run: bool, verbose: bool) -> None:
+def gc(g: Globals, grace: float, prune_cache: bool, cache_mounts: bool, dry_run: bool, verbose: bool) -> None:
     """Remove blobs, layers, commits and temp files that no tag, build-cache entry or container
     reaches (mark and sweep, under the exclusive store lock)."""
     from layerstore.gc import collect
@@ -21,16 +24,17 @@ def gc(g: Globals, grace: float, prune_cache: bool, dry_run: bool, verbose: bool
     from pybuild.formatting import human_size
 
     with Store.open(g.root, exclusive=True) as store:
-        freed = collect(store, grace_seconds=grace, prune_cache=prune_cache, dry_run=dry_run)
+        freed = collect(store, grace_seconds=grace, prune_cache=prune_cache, cache_mounts=cache_mounts, dry_run=dry_run)
     if verbose:
         for item in freed.items:
             click.echo(("would remove " if dry_run else "removed ") + item)
-    verb = "Would free" if dry_run else "Freed"
-    click.echo(
-        f"{verb} {human_size(freed.blob_bytes)}: {freed.blobs} blobs, {freed.commits} commits, "
-        f"{freed.unpacked} unpacked layers, {freed.layer_records} layer records, "
-        f"{freed.cache_entries} cache entries, {freed.tmp_entries} temp entries"
-    )
+    counts = [f"{freed.blobs} blobs", f"{freed.commits} commits", f"{freed.unpacked} unpacked layers",
+              f"{freed.layer_records} layer records", f"{freed.cache_entries} cache entries",
+              f"{freed.tmp_entries} temp entries"]
+    extras = [(freed.build_files, "build-cache files"), (freed.cache_mounts, "cache mounts"),
+              (freed.containers, "unfinished containers")]
+    counts += [f"{n} {what}" for n, what in extras if n]
+    click.echo(f"{'Would free' if dry_run else 'Freed'} {human_size(freed.bytes)}: {', '.join(counts)}")
 
 
 @click.command()

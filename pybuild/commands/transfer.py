@@ -123,7 +123,7 @@ def pull(g: Globals, reference: str, platform: str | None, tls_verify: bool, qui
 
 
 @click.command()
-@click.argument("registry")
+@click.argument("registry", required=False, default="docker.io")
 @click.option("-u", "--username", help="User name (asked for when not given).")
 @click.option("-p", "--password", help="Password (prefer --password-stdin: this one shows in ps).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -131,7 +131,7 @@ def pull(g: Globals, reference: str, platform: str | None, tls_verify: bool, qui
 @click.pass_obj
 def login(g: Globals, registry: str, username: str | None, password: str | None, password_stdin: bool,
           tls_verify: bool) -> None:
-    """Check credentials with REGISTRY and store them (0600) for push and pull."""
+    """Check credentials with REGISTRY (default docker.io) and store them (0600) for push and pull."""
     from layerstore import auth
     from layerstore.registry import RegistryClient
 
@@ -141,28 +141,35 @@ def login(g: Globals, registry: str, username: str | None, password: str | None,
         if not username:
             raise click.UsageError("--password-stdin needs --username")
         password = sys.stdin.readline().rstrip("\r\n")
-    if not username:
-        username = click.prompt("Username")
-    if password is None:
-        password = click.prompt("Password", hide_input=True)
+    if not username or password is None:
+        if not sys.stdin.isatty():
+            raise click.UsageError("cannot ask for a user name or password: standard input is not a terminal "
+                                   "(use -u USER --password-stdin)")
+        username = username or click.prompt("Username")
+        if password is None:
+            password = click.prompt("Password", hide_input=True)
     host = auth.normalize_key(registry)
     creds = auth.Credentials(username, password)
     with RegistryClient(host, tls_verify=tls_verify, credentials=creds) as client:
         client.check_login()
     path = auth.login(host, creds)
-    click.echo(f"Login Succeeded (credentials in {path})")
+    click.echo(f"credentials for {host} stored in {path} (mode 0600, not encrypted)", err=True)
+    click.echo("Login Succeeded")
 
 
 @click.command()
-@click.argument("registry")
+@click.argument("registry", required=False, default="docker.io")
 @click.pass_obj
 def logout(g: Globals, registry: str) -> None:
-    """Forget the credentials stored for REGISTRY."""
+    """Forget the credentials stored for REGISTRY (default docker.io)."""
     from layerstore import auth
-    from pybuild.errors import NotFound
+    from pybuild.errors import PybuildError
 
     host = auth.normalize_key(registry)
-    if not auth.logout(host):
-        raise NotFound(f"not logged in to {host}", hint=f"credentials in {auth.docker_config_file()} are Docker's; "
-                       "pybuild does not change that file")
-    click.echo(f"Removed login credentials for {host}")
+    if auth.logout(host):
+        click.echo(f"Removing login credentials for {host}")
+        return
+    if auth.lookup(host) is not None:
+        raise PybuildError(f"the credentials for {host} are in {auth.docker_config_file()}, which pybuild does not "
+                           "change", hint=f"docker logout {host}, or edit that file")
+    click.echo(f"Not logged in to {host}")

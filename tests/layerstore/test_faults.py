@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,8 +33,11 @@ def _operation(root: Path, tree: Path, upper: Path, i: int) -> None:
         store.tag(child, "app:latest")
 
 
-def _run_child(root: Path, tree: Path, upper: Path, i: int, kill_at: int | None, count_file: Path) -> int:
-    """Fork; in the child, count the kill points and SIGKILL itself at number `kill_at`."""
+def run_killed(operation: Callable[[], None], kill_at: int | None, points: tuple[str, ...] = KILL_POINTS,
+               count_file: Path | None = None) -> int:
+    """Fork; in the child, count the calls of `os.<points>` while running `operation` and SIGKILL
+    itself at number `kill_at`; write the count to `count_file` if it gets through. Returns the
+    child's wait status."""
     pid = os.fork()
     if pid == 0:
         calls = [0]
@@ -48,10 +52,11 @@ def _run_child(root: Path, tree: Path, upper: Path, i: int, kill_at: int | None,
             return inner
 
         try:
-            for name in KILL_POINTS:
+            for name in points:
                 setattr(os, name, wrap(getattr(os, name)))
-            _operation(root, tree, upper, i)
-            count_file.write_text(str(calls[0]))
+            operation()
+            if count_file is not None:
+                count_file.write_text(str(calls[0]))
             os._exit(0)
         except BaseException:  # noqa: BLE001 - report and leave the forked child without cleanup
             import traceback
@@ -92,7 +97,7 @@ def test_sigkill_at_every_write_of_import_commit_and_tag(tmp_path: Path) -> None
     while True:  # kill at point 1, 2, 3, ... until a run gets through all its writes
         point += 1
         tree, upper = inputs(point)
-        status = _run_child(root, tree, upper, point, point, count_file)
+        status = run_killed(lambda: _operation(root, tree, upper, point), point, count_file=count_file)
         _assert_consistent(root)
         shutil.rmtree(tree)
         if os.WIFEXITED(status):

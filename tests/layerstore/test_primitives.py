@@ -47,6 +47,50 @@ def test_update_ref_compare_and_swap(tmp_path: Path) -> None:
     assert not (tmp_path / "refs" / "x.lock").exists()
 
 
+def test_update_ref_runs_its_hook_under_the_lock_only_when_something_changes(tmp_path: Path) -> None:
+    ref = tmp_path / "refs" / "x"
+    seen: list[tuple[str | None, bool]] = []
+
+    def hook(old: str | None) -> None:
+        seen.append((old, (tmp_path / "refs" / "x.lock").exists()))
+
+    update_ref(ref, "a", before=hook)
+    update_ref(ref, "b", expected="a", before=hook)
+    with pytest.raises(RefChanged, match="tag app:1 changed concurrently"):
+        update_ref(ref, "c", expected="a", before=hook, what="tag app:1")
+    update_ref(ref, None, before=hook)
+    update_ref(ref, None, before=hook)  # already gone: nothing to do, nothing logged
+    assert seen == [(None, True), ("a", True), ("b", True)]
+
+    def failing(old: str | None) -> None:
+        raise OSError("the reflog's disk is full")
+
+    with pytest.raises(OSError):
+        update_ref(ref, "d", before=failing)
+    assert read_ref(ref) is None and not (tmp_path / "refs" / "x.lock").exists()
+
+
+def test_store_lock_is_taken_on_a_store_that_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    root = tmp_path / "s"
+    with store_lock(root):
+        pass
+    real_open = os.open
+
+    def read_only_mount(path: object, flags: int, *args: object) -> int:
+        if flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", read_only_mount)
+    with store_lock(root, exclusive=True):
+        pass
+    with pytest.raises(OSError):
+        with store_lock(tmp_path / "never-made"):
+            pass
+
+
 def _hold_lock_then_die(ref: Path) -> None:
     with locked_ref(ref):
         os.kill(os.getpid(), signal.SIGKILL)
