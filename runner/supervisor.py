@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pybuild.errors import PybuildError, RuntimeError_
 from runner import containers, logfile, state
@@ -29,6 +30,9 @@ from runner.process import close_fds
 from runner.sandbox import Sandbox
 from runner.spec import ExitStatus
 from runner.streams import Relay, StopReading, write_all
+
+if TYPE_CHECKING:
+    from runner.terminal import raw_mode
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,6 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
     Raises RuntimeError_ (exit_code 125/126/127) if it could not start; the record then says
     created (never started), with that code and the error, as Docker's does.
     """
-    from runner import terminal
-
     record = state.load(cdir)
     c = record.config
     sandbox = Sandbox(containers.sandbox_spec(cdir, record), cdir, cgroup_name=record.id)
@@ -70,7 +72,7 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
     writer = logfile.LogWriter(cdir / "log") if attach.log else None
     tty_in = attach.terminal and c.tty and c.open_stdin
     term = _Terminal(live=attach.terminal)
-    raw = terminal.raw_mode(0) if tty_in else None
+    raw = _raw_mode(0) if tty_in else None
     launched = None
     try:
         sandbox.prepare()
@@ -91,7 +93,7 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
                 child_ends.append(w)
                 relay.add_source(r, _tee(writer, stream, fd_out if attach.terminal else None, term), close=_closer(r))
             stdout, stderr = child_ends
-        winsize = terminal.get_winsize(0) if attach.terminal and c.tty else None
+        winsize = _winsize(0) if attach.terminal and c.tty else None
         cgroup = sandbox.cgroup.to_json()
 
         def record_running(pid: int) -> None:  # overlaps the container's own setup
@@ -145,6 +147,18 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
     else:
         _record_exit(cdir, status)
     return status
+
+
+def _raw_mode(fd: int) -> raw_mode:
+    from runner.terminal import raw_mode  # only for -t: the terminal module imports socket
+
+    return raw_mode(fd)
+
+
+def _winsize(fd: int) -> tuple[int, int] | None:
+    from runner.terminal import get_winsize
+
+    return get_winsize(fd)
 
 
 def _closer(fd: int) -> Callable[[], None]:
