@@ -349,7 +349,10 @@ class TarReader:
             else:
                 more = self._f.read(want)
             if not more:
-                raise TarFormatError(f"tar stream truncated at byte {self.offset + n - want}")
+                at = self.offset + n - want
+                if at < BLOCK:
+                    raise TarFormatError(f"not a tar archive (it ends after {at} bytes)")
+                raise TarFormatError(f"tar stream truncated at byte {at}")
             parts.append(more)
             want -= len(more)
         self.offset += n

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -144,3 +144,110 @@ def test_eight_processes_importing_and_tagging_at_once(tmp_path: Path) -> None:
         index = json.loads(store.layout.index.read_text())
         assert {m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]} == set(tags)
         assert os.listdir(store.tmp) == []
+
+
+# -- a read-only or full store, and Ctrl-C ------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs, unmounted afterwards whatever happens."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    return errors[0]
+
+
+@pytest.mark.root
+def test_a_read_only_store_reads_and_refuses_writes_in_one_line(small_fs: Path, tmp_path: Path) -> None:
+    from tests.conftest import make_pb
+    from tests.layerstore.helpers import snapshot
+
+    root = small_fs / "store"
+    pb = make_pb(root)
+    tree = make_tree(tmp_path / "t", {"etc/x": "x"})
+    pb("import", tree, "app:1")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    before = snapshot(root)
+    for args in (["images"], ["inspect", "app:1"], ["history", "app:1"], ["log", "app:1"], ["diff", "app:1"],
+                 ["fsck", "--full"], ["save", "-o", str(tmp_path / "out.tar"), "app:1"]):
+        assert pb(*args).returncode == 0, args
+    for args in (["tag", "app:1", "app:2"], ["rmi", "app:1"], ["import", str(tree), "app:3"], ["gc"],
+                 ["load", "-i", str(tmp_path / "out.tar")]):
+        line = _one_error_line(pb(*args, check=False))
+        assert "Read-only file system" in line, (args, line)
+    assert snapshot(root) == before
+
+
+@pytest.mark.root
+def test_a_full_store_fails_in_one_line_and_keeps_what_it_had(small_fs: Path, tmp_path: Path) -> None:
+    from tests.conftest import make_pb
+
+    root = small_fs / "store"
+    pb = make_pb(root)
+    pb("import", make_tree(tmp_path / "small", {"etc/x": "x"}), "small:1")
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "random").write_bytes(os.urandom(8 << 20))
+    subprocess.run(["tar", "-C", str(big), "-cf", str(tmp_path / "big.tar"), "."], check=True)
+    for source in (big, tmp_path / "big.tar"):
+        line = _one_error_line(pb("import", source, "big:1", check=False))
+        assert "No space left on device" in line
+        assert os.listdir(root / "tmp") == []
+    assert pb("images", "-q").stdout.count("\n") == 1 and pb("fsck").stdout == "ok\n"
+
+
+def _interrupted(root: Path, args: list[str], data: bytes, staging_prefix: str) -> subprocess.CompletedProcess[str]:
+    """Run `pybuild ARGS` reading `data` and then nothing more from a pipe; once it is staging
+    (a `tmp/<prefix>*` entry exists), press Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(root), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not any(n.startswith(staging_prefix) for n in os.listdir(root / "tmp")):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.parametrize("command", ["import", "load"])
+def test_ctrl_c_mid_import_or_load_leaves_the_store_as_it_was(command: str, tmp_path: Path) -> None:
+    from tests.conftest import make_pb
+    from tests.layerstore.helpers import snapshot
+
+    root = tmp_path / "store"
+    pb = make_pb(root)
+    tree = make_tree(tmp_path / "t", {"a": os.urandom(3 << 20).hex()})
+    pb("import", tree, "app:1")
+    archive = tmp_path / "app.tar"
+    if command == "import":
+        subprocess.run(["tar", "-C", str(tree), "-cf", str(archive), "."], check=True)
+    else:
+        pb("save", "--compression", "gzip", "-o", archive, "app:1")
+        pb("rmi", "app:1")
+    before = snapshot(root, dir_times=False)
+    data = archive.read_bytes()
+    args = ["import", "-", "app:2"] if command == "import" else ["load"]
+    proc = _interrupted(root, args, data[: len(data) // 2], "import-" if command == "import" else "transfer-")
+    _one_error_line(proc)
+    assert snapshot(root, dir_times=False) == before

@@ -7,27 +7,23 @@ repository names (`unique_repo`) so tests sharing a registry do not see each oth
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_tool
+
 from .servers import FaultProxy, Registry, TokenServer, htpasswd_auth
 
 USER, PASSWORD = "pybuild", "s3cret-pass"
 
 
-def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (dev/install --test installs it)")
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry without auth."""
-    _need("docker-registry")
+    need_tool("docker-registry")
     with Registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
 
@@ -35,8 +31,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture(scope="module")
 def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry with htpasswd (bcrypt) Basic auth for USER/PASSWORD."""
-    _need("docker-registry")
-    _need("htpasswd")
+    need_tool("docker-registry")
+    need_tool("htpasswd")
     work = tmp_path_factory.mktemp("basic-registry")
     with Registry(work, auth=htpasswd_auth(work, {USER: PASSWORD})) as reg:
         yield reg
@@ -44,7 +40,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
-    _need("openssl")
+    need_tool("openssl")
     with TokenServer(tmp_path_factory.mktemp("token-server"), users={USER: PASSWORD}) as server:
         yield server
 
@@ -52,7 +48,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServ
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: TokenServer) -> Iterator[Registry]:
     """A registry that wants Bearer tokens from `token_server`."""
-    _need("docker-registry")
+    need_tool("docker-registry")
     with Registry(tmp_path_factory.mktemp("token-registry"), auth=token_server.auth_config()) as reg:
         yield reg
 
