@@ -71,13 +71,7 @@ def all_ids(root: Path) -> list[str]:
 
 def list_states(root: Path) -> list[ContainerState]:
     """Every container, as it really is now (runner.state.observed), newest first."""
-    out = []
-    for cid in all_ids(root):
-        try:
-            out.append(state.observed(state.load(container_dir(root, cid))))
-        except (FileNotFoundError, ValueError, KeyError):
-            continue  # removed meanwhile, or half-written by a crashed create
-    return sorted(out, key=lambda s: s.created, reverse=True)
+    return sorted(map(state.observed, _records(root)), key=lambda s: s.created, reverse=True)
 
 
 def find(root: Path, ref: str) -> Path:
@@ -217,12 +211,13 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
 
 
 def _records(root: Path) -> list[ContainerState]:
+    """Every container's record as written."""
     out = []
     for cid in all_ids(root):
         try:
             out.append(state.load(container_dir(root, cid)))
         except (FileNotFoundError, ValueError, KeyError):
-            continue
+            continue  # removed meanwhile, or half-written by a crashed create
     return out
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from pybuild.errors import RuntimeError_
 from runner import namespaces as ns
-from runner.process import ChildFailure, close_fds, exit_reporting, read_failure, report_failure
+from runner.process import ChildFailure, close_fds, exit_reporting, read_failure, report_failure, stdio_to_devnull
 from runner.streams import Relay
 
 if TYPE_CHECKING:
@@ -252,10 +252,7 @@ def _shim(caller: int, prepare: Callable[[], None], child_main: ChildMain, ctx: 
         ctx.pty_sock.close()
     # The shim writes nothing: its copies of the caller's stdio must not keep a pipe's reader
     # waiting once the caller (and the container) let go of it.
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
+    stdio_to_devnull()
     while True:
         try:
             _, status = os.waitpid(pid, 0)

@@ -130,6 +130,15 @@ def close_fds(keep: Sequence[int]) -> None:
     os.closerange(low, 2**31 - 1)
 
 
+def stdio_to_devnull() -> None:
+    """Point fds 0, 1 and 2 at /dev/null: let go of a terminal or pipes without leaving the
+    numbers free for the next open to take."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
 def prepare_cwd(cwd: str) -> None:
     """Create the working directory (as root, 0755) if it does not exist."""
     if not cwd.startswith("/"):

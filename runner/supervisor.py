@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pybuild.errors import PybuildError, RuntimeError_
 from runner import containers, logfile, state
 from runner.launch import FORWARDED_SIGNALS, proxy_signals
-from runner.process import close_fds
+from runner.process import close_fds, stdio_to_devnull
 from runner.sandbox import Sandbox
 from runner.spec import ExitStatus
 from runner.streams import Relay, StopReading, write_all
@@ -120,8 +120,7 @@ def hold(root: Path, cdir: Path, attach: Attach, *, ready: Callable[[], None] | 
                 relay.stop_forwards()
                 if raw is not None:
                     raw.restore()
-                for fd in (0, 1, 2):  # the CLI's pipes end for their readers, as the CLI has
-                    os.dup2(null, fd)
+                stdio_to_devnull()  # the CLI's pipes end for their readers, as the CLI has
 
             relay.add_watch(attach.lifeline, let_go_of_the_terminal)
         with raw if raw is not None else nullcontext():
@@ -314,10 +313,7 @@ def spawn(root: Path, cdir: Path) -> None:
 def _supervise(root: Path, cdir: Path, report_fd: int) -> None:  # pragma: no cover - the supervisor
     """The detached supervisor's body (never returns)."""
     try:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
+        stdio_to_devnull()
         close_fds([report_fd])
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)

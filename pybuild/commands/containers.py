@@ -70,6 +70,13 @@ def _for_each(refs: Sequence[str], action: Callable[[str], None]) -> None:
         raise failed[-1]
 
 
+def _for_each_container(root: Path, refs: Sequence[str], action: Callable[[Path], None]) -> None:
+    """`_for_each` with each ref found first: `action` gets the container's directory."""
+    from runner import containers
+
+    _for_each(refs, lambda ref: action(containers.find(root, ref)))
+
+
 def _env_from_files(files: Sequence[str]) -> list[str]:
     """`--env-file` lines: K=V or K (taken from the caller); blank lines and # comments skipped."""
     out = []
@@ -270,9 +277,9 @@ def start(g: Globals, containers_: tuple[str, ...]) -> None:
 @click.pass_obj
 def stop(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
     """Stop containers: the image's StopSignal (default SIGTERM), then SIGKILL after the grace time."""
-    from runner import containers, lifecycle
+    from runner import lifecycle
 
-    _for_each(containers_, lambda ref: lifecycle.stop(containers.find(g.root, ref), timeout))
+    _for_each_container(g.root, containers_, lambda cdir: lifecycle.stop(cdir, timeout))
 
 
 @click.command()
@@ -281,14 +288,13 @@ def stop(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
 @click.pass_obj
 def restart(g: Globals, timeout: int | None, containers_: tuple[str, ...]) -> None:
     """Stop (if running) and start containers again."""
-    from runner import containers, lifecycle, supervisor
+    from runner import lifecycle, supervisor
 
-    def one(ref: str) -> None:
-        cdir = containers.find(g.root, ref)
+    def one(cdir: Path) -> None:
         lifecycle.stop(cdir, timeout)
         supervisor.spawn(g.root, cdir)
 
-    _for_each(containers_, one)
+    _for_each_container(g.root, containers_, one)
 
 
 @click.command()
@@ -301,7 +307,7 @@ def kill(g: Globals, sig: str, containers_: tuple[str, ...]) -> None:
     from runner import containers, lifecycle
 
     number = containers.signal_number(sig)
-    _for_each(containers_, lambda ref: lifecycle.kill(containers.find(g.root, ref), number))
+    _for_each_container(g.root, containers_, lambda cdir: lifecycle.kill(cdir, number))
 
 
 @click.command()
@@ -309,9 +315,9 @@ def kill(g: Globals, sig: str, containers_: tuple[str, ...]) -> None:
 @click.pass_obj
 def pause(g: Globals, containers_: tuple[str, ...]) -> None:
     """Freeze every process of containers (cgroup freezer)."""
-    from runner import containers, lifecycle
+    from runner import lifecycle
 
-    _for_each(containers_, lambda ref: lifecycle.pause(containers.find(g.root, ref)))
+    _for_each_container(g.root, containers_, lifecycle.pause)
 
 
 @click.command()
@@ -319,9 +325,9 @@ def pause(g: Globals, containers_: tuple[str, ...]) -> None:
 @click.pass_obj
 def unpause(g: Globals, containers_: tuple[str, ...]) -> None:
     """Thaw paused containers."""
-    from runner import containers, lifecycle
+    from runner import lifecycle
 
-    _for_each(containers_, lambda ref: lifecycle.unpause(containers.find(g.root, ref)))
+    _for_each_container(g.root, containers_, lifecycle.unpause)
 
 
 @click.command()
