@@ -189,7 +189,8 @@ def create(root: Path, opts: CreateOptions, *, caller_env: dict[str, str] | None
                 env=env,
                 cwd=opts.workdir or cfg.working_dir or "/",
                 user=user,
-                hostname=opts.hostname or cid[:12],
+                # Docker: the short id, or with the host's network the host's name
+                hostname=opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12]),
                 tty=opts.tty,
                 open_stdin=opts.interactive,
                 network=opts.network,

@@ -57,9 +57,10 @@ def test_env_user_workdir_hostname(pbs: Pybuild, tmp_path: Path) -> None:
     assert out.split("\n")[:4] == ["b 1", "nobody", "/tmp/work", "box"]
 
 
-def test_default_hostname_is_the_short_id(pbs: Pybuild) -> None:
+def test_default_hostname_is_the_short_id_or_with_the_hosts_network_the_hosts(pbs: Pybuild) -> None:
     pbs("run", "--name", "hn", "busybox", "hostname")
     assert pbs("logs", "hn").stdout.strip() == json.loads(pbs("inspect", "hn").stdout)[0]["Id"][:12]
+    assert pbs("run", "--rm", "--network", "host", "busybox", "cat", "/etc/hostname").stdout == os.uname().nodename + "\n"
 
 
 def test_tty_gives_a_real_pseudo_terminal(store: Path) -> None:
