@@ -1,9 +1,9 @@
 """HTTP to one registry: scheme choice, kept-alive connections, retries, redirects and auth.
 
 `Transport.request` sends one API request and returns the final response, having
-- chosen the scheme once (plain http for localhost and 127.0.0.0/8, https otherwise; with
-  `tls_verify=False`, https without certificate checks and then plain http, as Docker treats an
-  insecure registry),
+- chosen the scheme once (plain http for localhost and 127.0.0.0/8, or https where that is what
+  such a registry answers; https otherwise; with `tls_verify=False`, https without certificate
+  checks and then plain http, as Docker treats an insecure registry),
 - answered 401 challenges through the `Authenticator` (Basic, or a Bearer token for the scopes),
 - retried with exponential backoff (honouring Retry-After) on 429, 5xx and connection failures,
   re-opening a streamed body for each attempt,
@@ -67,9 +67,12 @@ def is_local(host: str) -> bool:
 
 
 def schemes_to_try(host: str, tls_verify: bool) -> tuple[str, ...]:
-    """The schemes to try, in order, for a registry host (pure policy)."""
+    """The schemes to try, in order, for a registry host (pure policy): a local registry is spoken
+    to in plain http, or in https when that is what it answers (with its certificate checked unless
+    `tls_verify` is false); any other in https, falling back to plain http only when `tls_verify`
+    is false (Docker's "insecure registry")."""
     if is_local(host):
-        return ("http",) if tls_verify else ("http", "https")
+        return ("http", "https")
     return ("https",) if tls_verify else ("https", "http")
 
 
@@ -257,12 +260,11 @@ class Transport:
                 except (OSError, http.client.HTTPException, _Retry) as e:
                     errors.append(f"{scheme}: {e}")
                     continue
-                self._learn(resp)
                 if resp.status not in (200, 401):
-                    raise RegistryError(
-                        f"{self.host}: does not speak the registry v2 API (GET /v2/ answered HTTP {resp.status})",
-                        status=resp.status,
-                    )
+                    # e.g. Go's "400 Client sent an HTTP request to an HTTPS server": try the next scheme
+                    errors.append(f"{scheme}: GET /v2/ answered HTTP {resp.status}, not the registry v2 API")
+                    continue
+                self._learn(resp)
                 self._scheme = scheme
                 log.debug("%s: using %s", self.host, scheme)
                 return scheme

@@ -69,7 +69,7 @@ class _Stoppable:
 class Registry(_Stoppable):
     """A running `docker-registry serve` on 127.0.0.1. `host` is `127.0.0.1:PORT`."""
 
-    def __init__(self, workdir: Path, auth: str = "") -> None:
+    def __init__(self, workdir: Path, auth: str = "", tls: tuple[Path, Path] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -81,7 +81,8 @@ class Registry(_Stoppable):
             "version: 0.1\n"
             "log: {level: info}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.storage}}}, delete: {{enabled: true}}}}\n"
-            f"http: {{addr: {self.host}, secret: pybuild-test}}\n" + auth
+            f"http: {{addr: {self.host}, secret: pybuild-test"
+            + (f", tls: {{certificate: {tls[0]}, key: {tls[1]}}}" if tls else "") + "}\n" + auth
         )
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -102,6 +103,15 @@ class Registry(_Stoppable):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that nobody trusts, and its key."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
 
 
 def htpasswd_auth(workdir: Path, users: dict[str, str]) -> str:

@@ -176,3 +176,22 @@ def test_bearer_token_registry_push_and_pull(busybox_store: Path, token_registry
         assert pull_image(store, dest, client=c).digest == pushed.digest
     with Store.open(tmp_path / "third") as store, pytest.raises(PybuildError):
         pull_image(store, dest)  # no credentials on file
+
+
+def test_a_local_registry_that_speaks_only_tls(busybox_store: Path, tmp_path: Path) -> None:
+    """Its certificate is checked (and refused, with the way out in a hint) unless --tls-verify=false."""
+    from tests.conftest import need_tool
+
+    from .servers import self_signed_certificate
+
+    need_tool("openssl")
+    need_tool("docker-registry")
+    with Registry(tmp_path / "tls-registry", tls=self_signed_certificate(tmp_path)) as registry:
+        dest = f"{registry.host}/tls/app:1"
+        refused = cli(busybox_store, "push", "busybox", dest)
+        assert refused.returncode == 1 and "TLS certificate not trusted" in refused.stderr
+        assert "hint: use --tls-verify=false" in refused.stderr
+        pushed = cli(busybox_store, "push", "-q", "--tls-verify=false", "busybox", dest)
+        assert pushed.returncode == 0, pushed.stderr
+        pulled = cli(tmp_path / "other", "pull", "-q", "--tls-verify=false", dest)
+        assert pulled.returncode == 0 and pulled.stdout == pushed.stdout

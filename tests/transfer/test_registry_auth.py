@@ -57,10 +57,10 @@ def test_a_token_covers_only_what_it_grants(held: list[str], wanted: list[str], 
 
 
 @pytest.mark.parametrize("host, verify, schemes", [
-    ("localhost:5000", True, ("http",)),
-    ("127.0.0.1:5000", True, ("http",)),
-    ("127.1.2.3", True, ("http",)),
-    ("[::1]:5000", True, ("http",)),
+    ("localhost:5000", True, ("http", "https")),
+    ("127.0.0.1:5000", False, ("http", "https")),
+    ("127.1.2.3", True, ("http", "https")),
+    ("[::1]:5000", True, ("http", "https")),
     ("registry.example.com", True, ("https",)),
     ("registry.example.com:5000", False, ("https", "http")),
     ("10.0.0.5:5000", True, ("https",)),
