@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from layerstore.compression import decompressor, sniff
@@ -49,9 +51,7 @@ def import_rootfs(
     if isinstance(source, Path) and source.is_dir():
         layer = store.layers.commit_dir(source, compression=compression, source_date_epoch=source_date_epoch)
     else:
-        work = store.mkdtemp("import-")
-        os.chmod(work, 0o755)
-        try:
+        with _work_tree(store, "import-") as work:
             if isinstance(source, Path):
                 try:
                     f: BinaryIO = open(source, "rb")
@@ -66,8 +66,6 @@ def import_rootfs(
                 except StoreError as e:
                     raise type(e)(f"{source_name}: {e.message}", hint=e.hint) from None
             layer = store.layers.commit_dir(work, compression=compression, source_date_epoch=source_date_epoch, consume=True)
-        finally:
-            remove_tree(work, store.tmp)
     return _base_image(
         store, layer, tag, config=config or ContainerConfig(), created=rfc3339(source_date_epoch), created_by="",
         comment=message or f"Imported from {source_name}", instruction=f"import {source_name}", message=message,
@@ -95,8 +93,7 @@ def bootstrap_busybox(
     except (OSError, subprocess.CalledProcessError) as e:
         raise StoreError(f"{busybox}: cannot run it: {e}") from None
     version = banner[0].split(" multi-call")[0] if banner else "BusyBox"
-    tree = store.mkdtemp("bootstrap-")
-    try:
+    with _work_tree(store, "bootstrap-") as tree:
         for d, mode in _DIRS.items():
             (tree / d).mkdir(exist_ok=True)
             os.chmod(tree / d, mode)
@@ -110,11 +107,8 @@ def bootstrap_busybox(
             os.link(tree / "bin/busybox", path)
         (tree / "etc/passwd").write_text(_PASSWD)
         (tree / "etc/group").write_text(_GROUP)
-        os.chmod(tree, 0o755)
         _set_times(tree, epoch)
         layer = store.layers.commit_dir(tree, compression=compression, source_date_epoch=epoch, consume=True)
-    finally:
-        remove_tree(tree, store.tmp)
     return _base_image(
         store, layer, tag, config=ContainerConfig(env=(DEFAULT_PATH,), cmd=("sh",)), created=rfc3339(epoch),
         created_by=f"pybuild bootstrap busybox ({version})", instruction="bootstrap busybox", message=f"from {busybox}",
@@ -135,8 +129,7 @@ def bootstrap_debian(
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise NotFound("debootstrap is not installed", hint="apt-get install debootstrap")
-    tree = store.mkdtemp("debootstrap-")
-    try:
+    with _work_tree(store, "debootstrap-") as tree:
         proc = subprocess.run(
             [debootstrap, f"--variant={variant}", suite, str(tree), mirror], capture_output=True, text=True
         )
@@ -145,13 +138,23 @@ def bootstrap_debian(
             raise StoreError(f"debootstrap {suite} failed (exit {proc.returncode}): {tail[0]}")
         shutil.rmtree(tree / "debootstrap", ignore_errors=True)  # debootstrap's own leftovers
         layer = store.layers.commit_dir(tree, compression=compression, source_date_epoch=source_date_epoch, consume=True)
-    finally:
-        remove_tree(tree, store.tmp)
     return _base_image(
         store, layer, tag, config=ContainerConfig(env=(DEFAULT_PATH,), cmd=("bash",)), created=rfc3339(source_date_epoch),
         created_by=f"pybuild bootstrap debian:{suite} (debootstrap --variant={variant})",
         instruction=f"bootstrap debian:{suite}", message=f"from {mirror}",
     )
+
+
+@contextmanager
+def _work_tree(store: Store, prefix: str) -> Iterator[Path]:
+    """A new directory (0755, the mode of a layer's root) in the store's tmp/ for the block, to be
+    committed with `consume=True`; whatever is left of it afterwards is removed."""
+    tree = store.mkdtemp(prefix)
+    os.chmod(tree, 0o755)
+    try:
+        yield tree
+    finally:
+        remove_tree(tree, store.tmp)
 
 
 def _set_times(tree: Path, epoch: int) -> None:

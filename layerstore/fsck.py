@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from layerstore.digests import is_digest, is_hex, load_json
 from layerstore.gc import lock_files
+from layerstore.images import CommitRecord
 from layerstore.layers import Layer
 from layerstore.layout import OCI_LAYOUT
 from layerstore.reach import container_images, mark, roots
@@ -70,13 +71,17 @@ class _Checker:
                 self.damaged.add("sha256:" + name)
                 yield Problem(ERROR, str(e))
         self.reachable = mark(store, roots(store)).manifests
+        records: dict[str, CommitRecord] = {}
         for name in sorted(os.listdir(layout.commits)):
             if is_hex(name):
                 try:
-                    store.images.commit("sha256:" + name)
+                    record = store.images.commit("sha256:" + name)
                 except PybuildError as e:
                     self.bad_records.add("sha256:" + name)
                     yield Problem(ERROR, str(e))
+                    continue
+                if record is not None:
+                    records["sha256:" + name] = record
 
         for rel, value in self._tag_files():
             if value is None:
@@ -90,9 +95,8 @@ class _Checker:
                 yield from self._image(digest, f"cache/{key}")
         for cid, digest in container_images(store).items():
             yield from self._image(digest, f"container {cid[:12]}")
-        for name in sorted(os.listdir(layout.commits)):
-            if is_hex(name):
-                yield from self._commit("sha256:" + name)
+        for digest, record in records.items():
+            yield from self._commit(digest, record)
         yield from self._layer_records()
         yield from self._index()
         leftovers = [n for n in os.listdir(layout.tmp)]
@@ -148,12 +152,7 @@ class _Checker:
                 return str(e) if layer.digest in str(e) else f"layer {layer.digest}: {e}"
         return None
 
-    def _commit(self, digest: str) -> Iterator[Problem]:
-        if digest in self.bad_records:
-            return
-        record = self.store.images.commit(digest)
-        if record is None:
-            return
+    def _commit(self, digest: str, record: CommitRecord) -> Iterator[Problem]:
         if record.manifest != digest:
             yield Problem(ERROR, f"commit {digest}: the record names manifest {record.manifest}")
             return

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_tool
+from tests.transfer.conftest import registry  # noqa: F401 - the module's registry fixture
 from tests.transfer.servers import Registry
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
@@ -132,13 +133,6 @@ def test_umoci_unpacks_a_gzip_save(source_store: Path, tmp_path: Path) -> None:
     pb(source_store, "save", "--format", "oci-dir", "--compression", "gzip", "-o", layout, "busybox")
     run("umoci", "unpack", "--image", f"{layout}:busybox:latest", tmp_path / "bundle")
     assert (tmp_path / "bundle/rootfs/bin/busybox").exists()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    need_tool("docker-registry")
-    with Registry(tmp_path_factory.mktemp("registry")) as reg:
-        yield reg
 
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip"])

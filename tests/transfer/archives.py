@@ -3,11 +3,13 @@ OCI layouts whose digests, sizes and diff_ids can each be made to lie."""
 
 from __future__ import annotations
 
+
 import gzip
 import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +98,12 @@ class Layout:
             desc["annotations"] = {"org.opencontainers.image.ref.name": name}
         self.manifests.append(desc)
         return desc
+
+    def rewrite_manifest(self, edit: Callable[[bytes], bytes], index: int = 0) -> None:
+        """Replace image `index`'s manifest by `edit(manifest)`, named by its new digest (so the
+        index is honest and only the manifest lies)."""
+        data = edit(self.blobs.pop(str(self.manifests[index]["digest"])))
+        self.manifests[index].update(self.blob(data))
 
     def files(self) -> dict[str, bytes]:
         out = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}',

@@ -66,6 +66,20 @@ class _Stoppable:
         self.stop()
 
 
+class _ThreadedServer(_Stoppable):
+    """An http.server on 127.0.0.1:`port`, served by a thread until `stop`."""
+
+    port: int
+
+    def serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class Registry(_Stoppable):
     """A running `docker-registry serve` on 127.0.0.1. `host` is `127.0.0.1:PORT`."""
 
@@ -146,7 +160,7 @@ def _der_to_raw_ecdsa(der: bytes) -> bytes:
 
 
 @dataclass
-class TokenServer(_Stoppable):
+class TokenServer(_ThreadedServer):
     """Issues ES256 JWTs (with the signing certificate in `x5c`) for distribution's token auth.
 
     `users` may log in; authenticated users get what they ask for, anonymous ones get `pull` only
@@ -188,9 +202,7 @@ class TokenServer(_Stoppable):
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(Handler)
 
     def auth_config(self) -> str:
         return (f"auth: {{token: {{realm: '{self.realm}', service: {SERVICE}, issuer: {ISSUER}, "
@@ -224,10 +236,6 @@ class TokenServer(_Stoppable):
                              input=signing_input.encode(), capture_output=True, check=True).stdout
         return f"{signing_input}.{_b64url(_der_to_raw_ecdsa(der))}"
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 # -- the fault-injecting proxy --------------------------------------------------------------------
 
@@ -249,7 +257,7 @@ class Fault:
     seen: int = 0
 
 
-class FaultProxy(_Stoppable):
+class FaultProxy(_ThreadedServer):
     """An HTTP proxy in front of `upstream` (host:port) that applies the `faults` it holds."""
 
     def __init__(self, upstream: str) -> None:
@@ -311,9 +319,7 @@ class FaultProxy(_Stoppable):
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(Handler)
 
     def add(self, fault: Fault) -> Fault:
         self.faults.append(fault)
@@ -328,10 +334,6 @@ class FaultProxy(_Stoppable):
                 f.hits += 1
                 return f
         return None
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def sha256(data: bytes) -> str:

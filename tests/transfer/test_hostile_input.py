@@ -119,10 +119,7 @@ def test_a_diff_id_that_does_not_match_its_layer_is_refused(tmp_path: Path) -> N
 def test_a_layer_with_the_wrong_media_type_is_refused(tmp_path: Path) -> None:
     layout = Layout()
     layout.add_image([simple_layer()], compression="zstd")
-    manifest_digest = str(layout.manifests[0]["digest"])
-    data = layout.blobs.pop(manifest_digest).replace(b"tar+zstd", b"tar+gzip")
-    layout.manifests[0].update(digest=sha(data), size=len(data))
-    layout.blobs[sha(data)] = data
+    layout.rewrite_manifest(lambda data: data.replace(b"tar+zstd", b"tar+gzip"))
     root = tmp_path / "store"
     assert_refused(root, pybuild_load(root, layout.write_tar(tmp_path / "a.tar")), "media type says gzip")
 
@@ -143,14 +140,16 @@ def test_a_truncated_archive_is_refused(tmp_path: Path, member: int) -> None:
 
 @pytest.mark.root
 def test_a_blob_larger_than_its_descriptor_is_refused(tmp_path: Path) -> None:
-    layout = Layout()
-    desc = layout.add_image([simple_layer()])
     import json
-    manifest = json.loads(layout.blobs.pop(str(desc["digest"])))
-    manifest["layers"][0]["size"] -= 10
-    data = json.dumps(manifest).encode()
-    layout.manifests[0].update(digest=sha(data), size=len(data))
-    layout.blobs[sha(data)] = data
+
+    def smaller_layer(data: bytes) -> bytes:
+        manifest = json.loads(data)
+        manifest["layers"][0]["size"] -= 10
+        return json.dumps(manifest).encode()
+
+    layout = Layout()
+    layout.add_image([simple_layer()])
+    layout.rewrite_manifest(smaller_layer)
     root = tmp_path / "store"
     assert_refused(root, pybuild_load(root, layout.write_tar(tmp_path / "a.tar")), "size mismatch")
 
