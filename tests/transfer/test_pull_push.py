@@ -107,6 +107,20 @@ def test_pull_chooses_the_platform_from_an_index(busybox_store: Path, registry: 
     assert proc.returncode == 1 and "no image for linux/s390x" in proc.stderr
 
 
+def test_short_names_are_dockers(busybox_store: Path, registry: Registry, tmp_path: Path) -> None:
+    """`busybox` is docker.io/library/busybox:latest: pulled from that repository and tag of the
+    registry (Docker Hub's API host, registry-1.docker.io, is not reached offline: the client is
+    pointed at the local registry), and tagged with its familiar name."""
+    with Store.open(busybox_store) as store, RegistryClient(registry.host) as c:
+        pushed = push_image(store, "busybox", "busybox", client=c)  # to library/busybox:latest
+    assert RegistryClient("docker.io").transport.host == "registry-1.docker.io"
+    with Store.open(tmp_path / "other") as store, RegistryClient(registry.host) as c:
+        assert pull_image(store, "busybox", client=c).digest == pushed.digest
+        assert [t.name for t in store.tags.all()] == ["busybox:latest"]
+        with pytest.raises(PybuildError, match="manifest unknown"):
+            pull_image(store, "busybox:1.0", client=c)
+
+
 def test_pull_of_an_unknown_tag_is_one_error(registry: Registry, unique_repo: str, tmp_path: Path) -> None:
     proc = cli(tmp_path / "s", "pull", f"{registry.host}/{unique_repo}:nope")
     assert proc.returncode == 1

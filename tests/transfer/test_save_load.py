@@ -121,9 +121,10 @@ def test_gzip_is_made_once_and_kept(busybox_store: Path, tmp_path: Path) -> None
         assert same.manifest_digest == image.digest  # as stored: nothing recompressed
 
 
-def test_save_to_stdout_and_load_from_stdin(busybox_store: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["oci", "docker"])
+def test_save_to_stdout_and_load_from_stdin(busybox_store: Path, tmp_path: Path, fmt: str) -> None:
     cmd = [sys.executable, "-m", "pybuild", "--root"]
-    saver = subprocess.Popen(cmd + [str(busybox_store), "save", "busybox"], stdout=subprocess.PIPE)
+    saver = subprocess.Popen(cmd + [str(busybox_store), "save", "--format", fmt, "busybox"], stdout=subprocess.PIPE)
     loader = subprocess.run(cmd + [str(tmp_path / "other"), "load"], stdin=saver.stdout, capture_output=True,
                             text=True, timeout=120)
     assert saver.stdout is not None
