@@ -31,7 +31,7 @@ from layerstore.layers import Layer
 from layerstore.layout import OCI_LAYOUT
 from layerstore.reach import container_images, mark, roots
 from layerstore.store import Store
-from pybuild.errors import PybuildError
+from pybuild.errors import DigestMismatch, PybuildError
 
 ERROR, WARNING = "error", "warning"
 
@@ -114,8 +114,7 @@ class _Checker:
         severity = ERROR if strict else WARNING
         prefix = what if strict else f"unreachable {what}"
         if digest in self.damaged:
-            yield Problem(severity, f"{prefix}: manifest {digest} is damaged")
-            return
+            return  # its blob's own line says it
         if not self.store.blobs.has(digest):
             self.damaged.add(digest)
             yield Problem(severity, f"{prefix}: manifest {digest} is missing")
@@ -123,7 +122,8 @@ class _Checker:
         try:
             image = self.store.images.get(digest)
         except PybuildError as e:
-            if digest not in self.bad_records:
+            said = digest in self.bad_records or (isinstance(e, DigestMismatch) and e.what.removeprefix("blob ") in self.damaged)
+            if not said:
                 yield Problem(severity, f"{prefix}: {e}")
             return
         for layer in image.layers:

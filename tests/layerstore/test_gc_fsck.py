@@ -57,6 +57,11 @@ def _flip(root: Path, n: dict[str, str]) -> None:
     path.write_bytes(bytes(data))
 
 
+def _flip_config(root: Path, n: dict[str, str]) -> None:
+    path = _blob(root, n["app-id"])
+    path.write_bytes(path.read_bytes().replace(b"COPY app", b"COPY APP"))
+
+
 def _truncate(root: Path, n: dict[str, str]) -> None:
     path = _blob(root, n["base-layer"])
     path.write_bytes(path.read_bytes()[:-7])
@@ -88,6 +93,7 @@ def _tag_file(root: Path, name: str) -> Path:
 DAMAGE: dict[str, tuple[Callable[[Path, dict[str, str]], None], str]] = {
     "flipped-byte": (_flip, "blob {app-layer}: digest mismatch"),
     "truncated-blob": (_truncate, "blob {base-layer}: digest mismatch"),
+    "flipped-config": (_flip_config, "blob {app-id}: digest mismatch"),
     "missing-layer-blob": (lambda r, n: _blob(r, n["app-layer"]).unlink(), "layer {app-layer} is missing"),
     "missing-manifest": (lambda r, n: _blob(r, n["app"]).unlink(), "manifest {app} is missing"),
     "missing-config": (lambda r, n: _blob(r, n["app-id"]).unlink(), "blob {app-id} is not in the store"),
