@@ -181,6 +181,21 @@ def test_rmi_of_a_build_cache_image_drops_its_cache_entry(tmp_path: Path, pb: Py
         assert store.resolve(c["mid-id"]).digest == c["mid"]
 
 
+def test_rmi_while_another_pybuild_holds_the_store_leaves_the_deletion_to_gc(tmp_path: Path, pb: Pybuild,
+                                                                              store_root: Path) -> None:
+    from layerstore.store import Store
+
+    c = _chain(store_root, tmp_path)
+    with Store.open(store_root):  # as a build would hold it
+        proc = pb("rmi", "-f", "app:1")
+    assert proc.stdout == "Untagged: app:1\n" and proc.stderr.startswith("warning: another pybuild process")
+    assert (store_root / "blobs/sha256" / c["app"][7:]).exists()
+    assert c["app-id"] in pb("images", "-q", "--no-trunc").stdout  # dangling now
+    freed = pb("gc", "--grace", "0").stdout  # app, mid and the dangling image: nothing reaches them now
+    assert freed.startswith("Freed ") and ": 8 blobs, 3 commits, 2 unpacked layers, 2 layer records," in freed, freed
+    assert pb("fsck").stdout == "ok\n"
+
+
 def test_bad_input_to_tag_and_friends_is_one_error_line_and_changes_nothing(tmp_path: Path, pb: Pybuild,
                                                                              store_root: Path) -> None:
     from tests.layerstore.helpers import snapshot
