@@ -188,9 +188,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(1)
+    except click.Abort as e:
+        # click turns Ctrl-C (and EOF at a prompt) into Abort; shells expect 130 for Ctrl-C.
+        interrupted = isinstance(e.__context__, KeyboardInterrupt)
+        click.echo("error: interrupted" if interrupted else "error: aborted", err=True)
+        sys.exit(130 if interrupted else 1)
     except click.ClickException as e:
         if debug:
             traceback.print_exc()

@@ -71,3 +71,20 @@ def test_each_error_is_followed_by_its_own_hint(tmp_path) -> None:  # type: igno
         "hint: did you mean --from?",
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    # `import -` waits on standard input: interrupt it there, as a user at a terminal would.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pybuild", "--root", str(tmp_path / "store"), "import", "-", "x:1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "store").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert [line for line in err.splitlines() if line] == ["error: interrupted"]  # click echoes a newline after ^C
