@@ -3,7 +3,7 @@ print output, enter a phase (committing a layer), finish or fail, and free-form 
 
 The builder only calls a `Reporter`; showing those events to people (Docker's `plain` lines,
 one JSON object per line, a live display on a terminal) is the command line's job:
-`pybuild/commands/build_progress.py`. The base class reports nothing (`--progress quiet`).
+`pybuild/progress.py`. The base class reports nothing (`--progress quiet`).
 """
 
 from __future__ import annotations

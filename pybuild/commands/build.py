@@ -91,7 +91,7 @@ def build(
     from builder.runmounts import parse_secret
     from layerstore.reference import parse_reference
     from layerstore.store import Store
-    from pybuild.commands.build_progress import reporter
+    from pybuild.progress import reporter
     from pybuild.commands.parse import read_buildfile
 
     if os.geteuid() != 0:

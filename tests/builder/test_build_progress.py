@@ -6,7 +6,7 @@ import io
 import json
 
 from builder.progress import Step
-from pybuild.commands.build_progress import JsonReporter, PlainReporter, TtyReporter
+from pybuild.progress import JsonReporter, PlainReporter, TtyReporter
 
 
 def test_progress_formats() -> None:
