@@ -6,13 +6,17 @@
   root is an OCI layout, so both read the very same blob files);
 - `pybuild pull` vs `skopeo copy docker://... oci:DIR` (pybuild also verifies every diff_id and
   extracts the layers, which skopeo does not);
-- peak RSS of each pybuild command at two image sizes (memory must not grow with the image).
+- peak RSS of each pybuild command at two image sizes (memory must not grow with the image);
+- with `pull`, a pull of the image into a destination that already holds it, for both tools: what
+  a pull costs whatever the image's size (start-up, the manifest, the commit), so that the rest,
+  the part that grows with the image, can be compared on its own.
 
     python3 bench/transfer_bench.py [--mb 500] [--small-mb 100] [--layers 5] [--runs 5] [--only pull]
 
 Each figure is the best and the median of `--runs` runs, the tools taking turns, with the CPU time
-(user + system, all threads) beside the wall time: the machine may be shared, and on two cores the
-registry competes with the client for them. pybuild's modules are byte-compiled first, as an
+(user + system, all threads and child processes) beside the wall time, and the registry's own CPU
+time during the run: the machine may be shared, and on two cores the registry competes with the
+client for them (client CPU + registry CPU close to 2 x wall means both cores were busy). pybuild's modules are byte-compiled first, as an
 installed package is (pip compiles on install; PYTHONDONTWRITEBYTECODE, set in some shells, would
 otherwise make every run compile them again, ~40 ms that no user pays).
 
@@ -47,22 +51,35 @@ class Run:
     wall: float  # seconds
     cpu: float  # user + system seconds, all threads
     rss: int  # peak, MiB
+    peer_cpu: float = 0.0  # user + system seconds of the watched process (the registry) meanwhile
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> Run:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, watch: int | None = None) -> Run:
     """One command, which must succeed. Dirty pages of earlier steps are flushed first, so one
-    command does not pay for another's writes."""
+    command does not pay for another's writes. `watch`: a process (the registry) whose CPU time
+    during the command is recorded too."""
     os.sync()
+    peer = cpu_seconds(watch) if watch else 0.0
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    peer = cpu_seconds(watch) - peer if watch else 0.0
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024)
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, peer)
 
 
 @dataclass(frozen=True)
@@ -87,8 +104,13 @@ class Figures:
     def rss(self) -> int:
         return max(r.rss for r in self.runs)
 
+    @property
+    def peer_cpu(self) -> float:
+        return statistics.median(r.peer_cpu for r in self.runs)
+
     def show(self) -> str:
-        return f"{self.best:5.2f}s best {self.median:5.2f}s median (cpu {self.cpu:4.2f}s)"
+        registry = f", registry {self.peer_cpu:4.2f}s" if any(r.peer_cpu for r in self.runs) else ""
+        return f"{self.best:5.2f}s best {self.median:5.2f}s median (cpu {self.cpu:4.2f}s{registry})"
 
 
 def make_image(root: Path, mb: int, layers: int, tag: str) -> None:
@@ -112,23 +134,24 @@ def best(n: int, make_cmd: Callable[[int], list[str]]) -> Figures:
     return Figures(tuple(timed(make_cmd(i)) for i in range(n)))
 
 
-def alternate(n: int, work: Path, makers: list[Callable[[Any], list[str]]], *, fresh_registry: bool = False
-              ) -> list[Figures]:
+def alternate(n: int, work: Path, makers: list[Callable[[Any], list[str]]], *, fresh_registry: bool = False,
+              registry: Registry | None = None, keep: bool = False) -> list[Figures]:
     """`n` runs of each command, the commands taking turns so that they meet the same machine
     (this one's disk is noisy). With `fresh_registry`, each run pushes to a new, empty registry
     (nothing can be skipped or mounted) and its maker gets the registry's host; otherwise it gets
-    the run number."""
+    the run number, and what it wrote is removed afterwards (unless `keep`), so that each run
+    writes afresh. The CPU time of the registry in use is recorded with each run."""
     runs: list[list[Run]] = [[] for _ in makers]
     for i in range(n):
         for k, make in enumerate(makers):
             if not fresh_registry:
-                runs[k].append(timed(make(f"{k}-{i}")))
-                for leftover in work.glob(f"*-{k}-{i}"):  # each run writes afresh, as the first did
+                runs[k].append(timed(make(f"{k}-{i}"), watch=registry.proc.pid if registry else None))
+                for leftover in [] if keep else work.glob(f"*-{k}-{i}"):
                     shutil.rmtree(leftover)
                 continue
             reg = Registry(Path(tempfile.mkdtemp(prefix="push-registry-", dir=work)))
             try:
-                runs[k].append(timed(make(reg.host)))
+                runs[k].append(timed(make(reg.host), watch=reg.proc.pid))
             finally:
                 reg.stop()
     return [Figures(tuple(r)) for r in runs]
@@ -191,14 +214,24 @@ def main() -> None:
             print(f"push big:  pybuild {push.show()}   skopeo copy {skopeo_push.show()}   "
                   f"ratio {skopeo_push.best / push.best:4.2f} best, {skopeo_push.median / push.median:4.2f} median (target >= 1)")
         if "pull" in only:
-            pull, skopeo_pull = alternate(n, work, [
+            pull_cmds: list[Callable[[Any], list[str]]] = [
                 lambda i: pb(work / f"pb-pull-{i}", "pull", "-q", f"{reg.host}/bench/big:1"),
                 lambda i: ["skopeo", "copy", "--src-tls-verify=false", f"docker://{reg.host}/bench/big:1",
                            f"oci:{work / f'skopeo-pulled-{i}'}:big"],
-            ])
+            ]
+            pull, skopeo_pull = alternate(n, work, pull_cmds, registry=reg)
             print(f"pull big:  pybuild {pull.show()}   skopeo copy {skopeo_pull.show()}   "
                   f"ratio {skopeo_pull.best / pull.best:4.2f} best, {skopeo_pull.median / pull.median:4.2f} median "
                   "(target >= 1; pybuild also checks every diff_id and extracts the layers, skopeo does neither)")
+            for cmd in pull_cmds:  # a destination that holds the image already
+                timed(cmd("again"))
+            again, skopeo_again = alternate(n, work, [lambda _, c=cmd: c("again") for cmd in pull_cmds],
+                                            registry=reg, keep=True)
+            rest, skopeo_rest = pull.median - again.median, skopeo_pull.median - skopeo_again.median
+            print(f"pull again (the image already there: start-up, manifest, commit):  pybuild {again.show()}   "
+                  f"skopeo copy {skopeo_again.show()}")
+            print(f"pull big minus pull again (the part that grows with the image), medians:  pybuild {rest:5.2f}s   "
+                  f"skopeo copy {skopeo_rest:5.2f}s   ratio {skopeo_rest / rest:4.2f}")
         for what, by_tag in rss.items():
             print(f"peak RSS {what:5s} {args.small_mb:4d} MiB image: {by_tag['small:1']:4d} MiB   "
                   f"{args.mb:4d} MiB image: {by_tag['big:1']:4d} MiB")
