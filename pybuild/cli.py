@@ -11,10 +11,8 @@ after the global options is not a command name, `build` is implied (as with Buil
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,8 +158,16 @@ def cli(ctx: click.Context, root: Path, debug: bool) -> None:
     `pybuild -f Buildfile -t app:1 [CONTEXT]` builds an image; `pybuild run --rm app:1` runs it.
     """
     if debug:
+        import logging  # only here: importing it costs every command ~7 ms
+
         logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
     ctx.obj = Globals(root=root.absolute(), debug=debug)
+
+
+def _print_traceback() -> None:
+    import traceback  # only with --debug or on a bug
+
+    traceback.print_exc()
 
 
 def print_error(err: PybuildError) -> None:
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         rv: Any = cli.main(args=args, prog_name="pybuild", standalone_mode=False)
     except PybuildError as e:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print_error(e)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130 if interrupted else 1)
     except click.ClickException as e:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(f"error: {e.format_message()}", err=True)
         if isinstance(e, click.UsageError) and e.ctx is not None:
             click.echo(f"hint: see '{e.ctx.command_path} --help'", err=True)
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - last resort: a bug must not print a traceback by default
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
         click.echo("hint: this is a bug in pybuild; rerun with --debug for a traceback", err=True)
         sys.exit(1)
