@@ -54,6 +54,7 @@ def exec_in(
 
     def prepare_shim() -> None:
         fds = {name: os.open(f"/proc/{s.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, _ in _NAMESPACES}
+        root = os.open(f"/proc/{s.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if state.process_start_time(s.pid) != s.pid_start:
             raise RuntimeError_(f"container {s.short_id} is not running")
         if cgroup is not None:
@@ -64,6 +65,13 @@ def exec_in(
         for name, kind in _NAMESPACES:
             namespaces.setns(fds[name], kind)
             os.close(fds[name])
+        # setns(CLONE_NEWNS) sets our root to the namespace's root mount, which is the container's
+        # root only if pybuild itself was not in a chroot when the container started. PID 1's own
+        # root is the container's root in every case.
+        os.fchdir(root)
+        os.chroot(".")
+        os.chdir("/")
+        os.close(root)
 
     def child_main(ctx: ChildContext) -> None:
         for fd in cgroup_procs:
