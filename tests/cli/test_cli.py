@@ -82,9 +82,23 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path) -> None:  # type: ignore[no-un
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30
-    while not (tmp_path / "store").exists() and time.monotonic() < deadline:
+    while not _blocked_reading_stdin(proc.pid):  # i.e. in the middle of its work, not starting up
+        assert time.monotonic() < deadline and proc.poll() is None, "pybuild import - never waited on stdin"
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert [line for line in err.splitlines() if line] == ["error: interrupted"]  # click echoes a newline after ^C
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    """The process sleeps in read(0, ...): /proc/PID/syscall is "0 0x0 ..." on x86_64 and arm64
+    reads are 63; only the main thread's view is checked."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state == "S" and len(fields) > 1 and fields[0] in ("0", "63") and fields[1] == "0x0"
