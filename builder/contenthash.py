@@ -30,6 +30,7 @@ from typing import Any
 from builder.context import Entry, Selected, SourceTree
 from builder.ignore import PatternMatcher
 from layerstore.atomic import atomic_write
+from layerstore.layer_tar import xattrs_of
 
 log = logging.getLogger(__name__)
 
@@ -207,19 +208,7 @@ class Hasher:
         return digest
 
     def _xattrs(self, entry: Entry) -> str:
-        """The extended attributes COPY carries over, as text (empty when there are none)."""
-        path = self.tree.host_str(entry.rel)
-        try:
-            names = sorted(os.listxattr(path, follow_symlinks=False))
-        except OSError:
-            return ""
-        parts = []
-        for name in names:
-            if not (name.startswith("user.") or name == "security.capability"):
-                continue
-            try:
-                value = os.getxattr(path, name, follow_symlinks=False)
-            except OSError:
-                continue
-            parts.append(f"{name}={value.hex()}")
-        return (";xattr:" + ",".join(parts)) if parts else ""
+        """The extended attributes COPY carries over (the ones a layer keeps), as text (empty
+        when there are none)."""
+        kept = xattrs_of(os.fsencode(self.tree.host_str(entry.rel)))
+        return (";xattr:" + ",".join(f"{name}={value.hex()}" for name, value in kept)) if kept else ""

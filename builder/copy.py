@@ -13,7 +13,7 @@ The rules are BuildKit's file op (tonistiigi/fsutil `copy.Copy` with `CopyDirCon
   as links; hard links within one source stay hard links; devices and FIFOs are recreated.
 - Ownership: --chown, else what the tree says (0:0 for the build context); mode: --chmod applied
   to every copied file and directory, else the source's; times: SOURCE_DATE_EPOCH, else the
-  source's; `user.*` and `security.capability` extended attributes are kept.
+  source's; the extended attributes a layer keeps (`user.*`, `security.capability`) are copied.
 - `include` (COPY --parents) and `exclude` (--exclude) patterns are matched against paths
   relative to the source; directories are created lazily, only when something inside is copied.
 Nothing outside `dst_root` is ever written: the destination is resolved with `resolve_in_root`,
@@ -33,11 +33,9 @@ from builder.chmod import Chmod
 from builder.context import Entry, SourceTree
 from builder.ignore import PatternMatcher
 from builder.users import Identity
+from layerstore.layer_tar import xattrs_of
 from layerstore.rootpath import resolve_in_root
 from pybuild.errors import PybuildError
-
-_KEPT_XATTR_PREFIXES = ("user.",)
-_KEPT_XATTRS = ("security.capability",)
 
 
 class CopyError(PybuildError):
@@ -295,15 +293,11 @@ def _copy_file(src: Path, dst: Path) -> None:
 
 
 def _copy_xattrs(src: Path, dst: Path) -> None:
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError:
-        return
-    for name in names:
-        if not (name.startswith(_KEPT_XATTR_PREFIXES) or name in _KEPT_XATTRS):
-            continue
+    """The extended attributes a layer keeps (`layerstore.layer_tar.keep_xattr`): COPY carries
+    exactly those, never the overlay's own."""
+    for name, value in xattrs_of(os.fsencode(src)):
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            os.setxattr(dst, name, value, follow_symlinks=False)
         except OSError:
             continue  # as BuildKit: an attribute the target cannot hold is not an error
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import xattr
 
 from layerstore.images import Image
+from layerstore.layer_tar import xattrs_of
 from layerstore.store import Store
 
 OPAQUE = "trusted.overlay.opaque"
@@ -52,11 +53,9 @@ def _copy_meta(src: str, dst: str, st: os.stat_result) -> None:
     os.lchown(dst, st.st_uid, st.st_gid)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode))
-    for name in os.listxattr(src, follow_symlinks=False):
-        if name == OPAQUE or name.startswith("trusted.overlay."):
-            continue
+    for name, value in xattrs_of(os.fsencode(src)):  # the opaque marker is set by apply_layer
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            os.setxattr(dst, name, value, follow_symlinks=False)
         except OSError:
             pass
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

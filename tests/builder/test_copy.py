@@ -98,6 +98,13 @@ def test_source_times_are_kept_without_an_epoch(ctx: Path, root: Path) -> None:
     assert (root / "a").stat().st_mtime == 1_000_000
 
 
+def test_copy_carries_the_xattrs_a_layer_keeps_and_no_overlay_ones(ctx: Path, root: Path) -> None:
+    os.setxattr(ctx / "a.txt", "user.note", b"kept")
+    os.setxattr(ctx / "a.txt", "user.overlay.opaque", b"y")  # overlay bookkeeping, never in a layer
+    copy(ctx, root, "a.txt", "/a")
+    assert os.listxattr(root / "a") == ["user.note"] and os.getxattr(root / "a", "user.note") == b"kept"
+
+
 def test_stage_sources_keep_their_ownership(ctx: Path, root: Path) -> None:
     tree = SourceTree(ctx, name="stage build")  # no reset: COPY --from keeps owners
     spec = CopySpec("COPY", ("a.txt",), "/a")
