@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError, RuntimeError_
 from runner import containers, logfile, state
@@ -270,7 +270,7 @@ def _error_report(e: BaseException) -> dict[str, object]:
     return {"error": f"internal error: {type(e).__name__}: {e}", "code": 125}
 
 
-def _parse_report(message: bytes, lost: str) -> dict[str, object]:
+def _parse_report(message: bytes, lost: str) -> dict[str, Any]:
     """A supervisor's report; raises RuntimeError_ (with its exit status) for an error in it, or
     `lost` if there is none."""
     try:
