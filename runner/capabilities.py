@@ -47,11 +47,6 @@ def mask(names: tuple[str, ...] | list[str]) -> int:
     return bits
 
 
-def names(bits: int) -> list[str]:
-    """The CAP_ names set in `bits`, in number order."""
-    return [f"CAP_{n}" for n, i in CAPABILITY_NUMBERS.items() if bits >> i & 1]
-
-
 def last_capability() -> int:
     """The highest capability number this kernel knows."""
     try:

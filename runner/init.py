@@ -16,7 +16,7 @@ from typing import NoReturn
 from runner import capabilities
 from runner import namespaces as ns
 from runner.process import become_and_exec, close_fds, exit_reporting
-from runner.users import ROOT, ExecUser
+from runner.users import ExecUser
 
 # tini forwards everything but the synchronous faults and the job-control signals a tty sends.
 _NOT_FORWARDED = {
@@ -46,7 +46,7 @@ def run_init(argv: Sequence[str], env: Sequence[str], cwd: str, user: ExecUser, 
     os.close(err_w)
     ns.prctl(ns.PR_SET_NO_NEW_PRIVS, 1)
     capabilities.drop_bounding(keep_caps)
-    capabilities.set_process_capabilities(keep_caps, root=ROOT.is_root)
+    capabilities.set_process_capabilities(keep_caps, root=True)  # the init itself stays root
     close_fds([])
     os.chdir("/")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +61,3 @@ def read_records(path: Path, offset: int = 0) -> tuple[list[Record], int]:
         pos = end
     return records, offset + pos
 
-
-def iter_records(path: Path) -> Iterator[Record]:
-    records, _ = read_records(path)
-    yield from records

@@ -41,7 +41,7 @@ def hosts_file(network: str, hostname: str, host_hosts: str | None) -> str:
     return _DEFAULT_HOSTS + f"127.0.1.1\t{hostname}\n"
 
 
-def resolv_file(network: str, host_resolv: str | None) -> str:
+def resolv_file(host_resolv: str | None) -> str:
     """The container's /etc/resolv.conf: the host's (a container with `--network none` cannot
     reach a name server anyway, but tools that read the file still find one, as with Docker)."""
     return host_resolv if host_resolv is not None else ""

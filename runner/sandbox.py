@@ -86,7 +86,7 @@ class Sandbox:
         files = {
             "hosts": network.hosts_file(spec.network, spec.hostname, network.read_host_file("/etc/hosts")) if spec.etc_hosts is None else spec.etc_hosts,
             "hostname": network.hostname_file(spec.hostname),
-            "resolv.conf": network.resolv_file(spec.network, network.read_host_file("/etc/resolv.conf")) if spec.resolv_conf is None else spec.resolv_conf,
+            "resolv.conf": network.resolv_file(network.read_host_file("/etc/resolv.conf")) if spec.resolv_conf is None else spec.resolv_conf,
         }
         for name, text in files.items():
             dirs.etc(name).write_text(text)

@@ -8,7 +8,7 @@ can be stored (state.json) and rebuilt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.capabilities import DEFAULT_CAPABILITIES
@@ -54,9 +54,6 @@ class ProcessSpec:
     cwd: str = "/"
     user: str = ""
     tty: bool = False
-
-    def with_argv(self, argv: tuple[str, ...] | list[str]) -> ProcessSpec:
-        return replace(self, argv=tuple(argv))
 
 
 @dataclass(frozen=True)

@@ -217,22 +217,3 @@ def observed(state: ContainerState) -> ContainerState:
         else f"its supervisor (pid {state.supervisor_pid}) died and took the container with it; the exit status is unknown"
     )
     return replace(state, status=EXITED, exit_code=UNKNOWN_EXIT, error=reason)
-
-
-def with_running(state: ContainerState, *, pid: int, supervisor_pid: int) -> ContainerState:
-    """The state of a container whose PID 1 is `pid`, held by `supervisor_pid`."""
-    return replace(
-        state,
-        status=RUNNING,
-        pid=pid,
-        pid_start=process_start_time(pid) or 0,
-        supervisor_pid=supervisor_pid,
-        supervisor_start=process_start_time(supervisor_pid) or 0,
-        exit_code=None,
-        oom_killed=False,
-        error="",
-        started_at=now(),
-        finished_at="",
-    )
-
-

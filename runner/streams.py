@@ -76,7 +76,7 @@ class Relay:
         if closer is not None:
             closer()
 
-    def run(self, status_fd: int, *, lines_wanted: int = 1) -> list[str]:
+    def run(self, status_fd: int) -> list[str]:
         self._poller = poller = select.poll()
         for fd in [*self.sources, *self.forwards, *self.watches, status_fd]:
             poller.register(fd, select.POLLIN)
@@ -96,7 +96,7 @@ class Relay:
                 if fd == status_fd:
                     chunk = _read(fd)
                     status_buf += chunk
-                    if not chunk or status_buf.count(b"\n") >= lines_wanted:
+                    if not chunk or b"\n" in status_buf:
                         status_done = True
                         drain_deadline = time.monotonic() + DRAIN_SECONDS
                         poller.unregister(fd)

@@ -52,9 +52,6 @@ class ExecUser:
         return self.uid == 0
 
 
-ROOT = ExecUser(0, 0, (), "/root")
-
-
 def _int_or_none(text: str) -> int | None:
     try:
         value = int(text, 10)
