@@ -9,7 +9,6 @@ A failure removes the upper dir; nothing reaches the store.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections import deque
@@ -24,7 +23,7 @@ from builder.cachekey import StepInputs, copy_inputs, run_inputs
 from builder.chmod import ChmodError, parse_chmod
 from builder.contenthash import Hasher
 from builder.context import SourceTree
-from builder.copy import CopyOptions
+from builder.copy import CopyError, CopyOptions, mkdir_all
 from builder.imageconfig import HISTORY_COMMENT, Expander, StageConfig, command_argv
 from builder.runmounts import (
     Backing,
@@ -436,7 +435,8 @@ def _located(where: str, work: Callable[[], T]) -> T:
 
 
 def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, parent_key: str, below: Below) -> Prepared:
-    """WORKDIR (F81): create the directory (mkdir -p, 0755, owned by USER) as a layer."""
+    """WORKDIR (F81): create the directory (mkdir -p, 0755, owned by USER) as a layer, with
+    COPY's rules for the directories it creates (symlinks on the way followed inside the root)."""
     inputs = StepInputs(parent_key, "WORKDIR", {"path": path, "user": sc.user, "epoch": env.epoch})
 
     def execute() -> Path:
@@ -452,32 +452,16 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
                         owner = Identity(user.uid, user.gid)
                     except RuntimeError_:
                         pass  # BuildKit: a user the image does not know yet makes it root's
-
-                _mkdirs(root, path, owner, env.epoch)
+                try:
+                    mkdir_all(root, path, CopyOptions(chown=owner, mtime=env.epoch))
+                except CopyError as e:
+                    raise BuildError(f"WORKDIR {path}: {e.message}", location=where) from None
         except BaseException:
             discard(upper)
             raise
         return upper
 
     return Prepared(inputs, f"WORKDIR {path}", execute)
-
-
-def _mkdirs(root: Path, path: str, owner: Identity, epoch: int | None) -> None:
-    parts = [p for p in path.split("/") if p]
-    made = []
-    for i in range(len(parts)):
-        host = resolve_in_root(root, "/" + "/".join(parts[: i + 1]))
-        if host.is_dir():
-            continue
-        if host.exists() or host.is_symlink():
-            raise BuildError(f"cannot create WORKDIR {path}: {'/' + '/'.join(parts[: i + 1])} is not a directory")
-        os.mkdir(host, 0o755)
-        os.chmod(host, 0o755)
-        os.lchown(host, owner.uid, owner.gid)
-        made.append(host)
-    if epoch is not None:
-        for host in reversed(made):
-            os.utime(host, (epoch, epoch))
 
 
 __all__ = ["BuildEnv", "Prepared", "StepFailed", "prepare_run", "prepare_copy", "prepare_workdir", "discard", "HISTORY_COMMENT"]
