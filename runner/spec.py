@@ -8,6 +8,7 @@ can be stored (state.json) and rebuilt.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +84,6 @@ class ExitStatus:
 
     @classmethod
     def from_wait_status(cls, status: int, *, oom_killed: bool = False) -> ExitStatus:
-        import os
-
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             return cls(128 + sig, sig, oom_killed)

@@ -380,7 +380,7 @@ def exec_(g: Globals, interactive: bool, tty: bool, env: tuple[str, ...], user: 
 
     from runner import containers, enter, terminal
     from runner.launch import proxy_signals
-    from runner.spec import ProcessSpec
+    from runner.spec import ExitStatus, ProcessSpec
     from runner.streams import Relay, writer_to
 
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -411,7 +411,7 @@ def exec_(g: Globals, interactive: bool, tty: bool, env: tuple[str, ...], user: 
     proxy_signals(launched)
     with terminal.raw_mode(0) if (tty and interactive) else nullcontext():
         status = launched.wait(relay)
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    return ExitStatus.from_wait_status(status).code
 
 
 # -- commit ------------------------------------------------------------------------------------------
