@@ -101,7 +101,8 @@ def _split_wildcard(path: str) -> tuple[str, str]:
 
 def resolve_sources(tree: SourceTree, spec: CopySpec, *, download_dir: Path | None = None) -> list[Source]:
     """The entries `spec`'s sources name, in order (see the module docstring). URL sources are
-    downloaded into subdirectories of `download_dir`, which must outlive `apply_sources`."""
+    downloaded into new subdirectories of `download_dir` (created only when there is a URL),
+    which must outlive `apply_sources`."""
     check_spec(spec)
     exclude = matcher_from_patterns(spec.excludes, what="--exclude")
     out: list[Source] = []
@@ -142,8 +143,8 @@ def _resolve_parents(tree: SourceTree, src: str) -> list[Source]:
 def _download(url: str, spec: CopySpec, download_dir: Path | None, index: int) -> Source:
     if download_dir is None:
         raise SourceSpecError(f"ADD {url}: no directory to download into")
-    where = download_dir / f"url-{index}"
-    where.mkdir(parents=True, exist_ok=True)
+    download_dir.mkdir(parents=True, exist_ok=True)
+    where = Path(tempfile.mkdtemp(prefix=f"url-{index}-", dir=download_dir))  # one per download
     got = fetch(url, where, checksum=spec.checksum)
     remote_tree = SourceTree(where, name=url, reset_owner=True)
     return Source(got.name, remote_tree.entry(got.name), remote_tree, remote=True)

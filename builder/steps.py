@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -116,10 +116,17 @@ class StepFailed(BuildError):
     """A RUN whose process exited non-zero (the message is BuildKit's)."""
 
 
-def _upper(env: BuildEnv, prefix: str) -> Path:
+@contextmanager
+def _new_upper(env: BuildEnv, prefix: str) -> Iterator[Path]:
+    """An empty upper dir in its own temp dir under the store's tmp/: removed if the block
+    fails, left for the engine to commit when it succeeds."""
     upper = Path(tempfile.mkdtemp(prefix=prefix, dir=env.store.tmp)) / "upper"
     upper.mkdir()
-    return upper
+    try:
+        yield upper
+    except BaseException:
+        discard(upper)
+        raise
 
 
 def discard(upper: Path) -> None:
@@ -138,7 +145,7 @@ def run_argv(run: Run, sc: StageConfig) -> tuple[tuple[str, ...], str | None, st
         except HeredocError as e:
             raise BuildError(str(e), location=str(run.location)) from None
         if marker is not None and run.prepend_shell:
-            body = run.heredocs[0].chomped if run.heredocs[0].chomp else run.heredocs[0].content
+            body = run.heredocs[0].chomped
             if body.startswith("#!"):
                 # BuildKit mounts the script at /dev/pipes/NAME and, the line being shell
                 # form, runs it through SHELL: `/bin/sh -c /dev/pipes/NAME` (also in history)
@@ -198,7 +205,6 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
     created_by = run_history(argv, sc.scope) + " # buildkit"
 
     def execute() -> Path:
-        upper = _upper(env, "run-")
         tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         partial = {"stdout": b"", "stderr": b""}
 
@@ -208,7 +214,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
             partial[stream] = lines.pop()
             tail.extend(line.decode("utf-8", "replace") for line in lines)
 
-        try:
+        with _new_upper(env, "run-") as upper:
             with ExitStack() as stack:
                 backing = Backing(env.store.root, Path(tempfile.mkdtemp(prefix="mounts-", dir=env.store.tmp)), stack)
                 stack.callback(shutil.rmtree, backing.scratch, ignore_errors=True)
@@ -249,9 +255,6 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
                     exit_status=status.code,
                     output_tail="\n".join(tail),
                 )
-        except BaseException:
-            discard(upper)
-            raise
         return upper
 
     return Prepared(inputs, created_by, execute)
@@ -355,14 +358,13 @@ def prepare_copy(
     except ChmodError as e:
         raise BuildError(e.message, location=x.where) from None
     from_ = instr.from_ if isinstance(instr, Copy) else None
-    downloads = Path(tempfile.mkdtemp(prefix="downloads-", dir=env.scratch))
     if from_:
         from_key, from_layers = source_of(from_)
         digests = [(s, "") for s in spec.sources] + [(f"heredoc:{n}", "") for n, _ in heredocs]
         sources = None
     else:
         from_key, from_layers = "context", lambda: ()
-        sources = _located(x.where, lambda: resolve_sources(env.context, spec, download_dir=downloads))
+        sources = _located(x.where, lambda: resolve_sources(env.context, spec, download_dir=env.scratch))
         digests = _located(x.where, lambda: digest_sources(sources or [], spec, env.hasher))
     inputs = copy_inputs(
         parent_key,
@@ -382,8 +384,7 @@ def prepare_copy(
     created_by = transfer_history(instr, spec, chown, chmod)
 
     def execute() -> Path:
-        upper = _upper(env, "copy-")
-        try:
+        with _new_upper(env, "copy-") as upper:
             with ExitStack() as stack:
                 layers = below()
                 if instr.link and mode is None:
@@ -400,11 +401,8 @@ def prepare_copy(
                 if from_:
                     view = _view(env, stack, from_layers(), upper)
                     tree = SourceTree(view, name=f"stage {from_}")
-                    srcs = _located(x.where, lambda: resolve_sources(tree, spec, download_dir=downloads))
+                    srcs = _located(x.where, lambda: resolve_sources(tree, spec, download_dir=env.scratch))
                 _located(x.where, lambda: apply_sources(srcs or [], spec, dst_root, opts, scratch_dir=env.scratch))
-        except BaseException:
-            discard(upper)
-            raise
         return upper
 
     return Prepared(inputs, created_by, execute)
@@ -440,8 +438,7 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
     inputs = StepInputs(parent_key, "WORKDIR", {"path": path, "user": sc.user, "epoch": env.epoch})
 
     def execute() -> Path:
-        upper = _upper(env, "workdir-")
-        try:
+        with _new_upper(env, "workdir-") as upper:
             with ExitStack() as stack:
                 layers = below()
                 root = upper if not layers else stack.enter_context(overlay_rootfs(env.lowers(layers), upper))
@@ -456,9 +453,6 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
                     mkdir_all(root, path, CopyOptions(chown=owner, mtime=env.epoch))
                 except CopyError as e:
                     raise BuildError(f"WORKDIR {path}: {e.message}", location=where) from None
-        except BaseException:
-            discard(upper)
-            raise
         return upper
 
     return Prepared(inputs, f"WORKDIR {path}", execute)
