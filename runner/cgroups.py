@@ -29,6 +29,7 @@ V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer", "devices")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_US = 100_000
 _POLL = 0.002
+_KILL_FREEZE_TIMEOUT = 1.0
 
 # runc's default device rules (libcontainer/specconv AllowedDevices) for the v1 devices controller:
 # mknod of anything, use of only the standard character devices.
@@ -165,16 +166,39 @@ class Cgroup:
         return d is not None and int(_read_keyed(d / "memory.oom_control").get("oom_kill", "0")) > 0
 
     def kill_all(self, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to every process in the group (frozen ones get SIGKILL once thawed)."""
+        """Send `sig` to every process in the group, and to no other process. A group frozen
+        before the call stays frozen (its processes act on the signal once thawed).
+
+        v2's `cgroup.kill` (Linux 5.14) does it in the kernel. Otherwise the pids are read from
+        `cgroup.procs` and signalled one by one with the group frozen meanwhile, as runc's
+        signalAllProcesses does: a frozen process cannot exit, so no pid read can be freed and
+        taken by an unrelated process before it is signalled (pid_max may be as low as 32768).
+        Without a freezer, or with a task that cannot be frozen (uninterruptible sleep), the
+        signals go out unfrozen."""
         d = self.dir("unified") if self.version == 2 else None
         if d is not None and sig == signal.SIGKILL and (d / "cgroup.kill").exists():
             _write(d / "cgroup.kill", "1")
             return
-        for pid in self.pids():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        if not self.pids():
+            return
+        was_frozen = self.is_frozen()
+        try:
+            if not was_frozen:
+                self._set_frozen(True, _KILL_FREEZE_TIMEOUT)
+        except RuntimeError_:
+            pass
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if not was_frozen:
+                try:
+                    self._set_frozen(False, _KILL_FREEZE_TIMEOUT)
+                except RuntimeError_:
+                    pass  # removed meanwhile, or no freezer; `remove` thaws again
 
     def remove(self, timeout: float = 10.0) -> None:
         """Kill what is left in the group and remove its directories. Idempotent."""

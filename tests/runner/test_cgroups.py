@@ -45,7 +45,8 @@ def _exercise(cg: Cgroup, proc: subprocess.Popen[bytes]) -> None:
         cg.thaw()
         assert not cg.is_frozen()
         assert not cg.oom_killed()
-        cg.kill_all()
+        cg.kill_all()  # freezes the group while it signals, and thaws it again
+        assert not cg.is_frozen()
         proc.wait(timeout=10)
     finally:
         cg.remove()
