@@ -96,7 +96,5 @@ def extract_archive(path: Path, scratch: Path, *, what: str) -> None:
         reader = TarReader(decompressor(f, sniff(head)))
         try:
             extract(cast(TarReader, _AddEntries(reader, what)), scratch)
-        except ArchiveError:
-            raise
         except StoreError as e:
             raise ArchiveError(f"{what}: {e.message}") from e

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -90,8 +90,9 @@ class StageState:
         return env.image(self.head).layers if self.head else ()
 
 
-def _stage_total(plan: StagePlan) -> int:
-    return 1 + sum(1 for i in plan.stage.instructions if isinstance(i, (Run, Copy, Add, Workdir)))
+def _numbered(instructions: Sequence[Instruction]) -> int:
+    """How many of `instructions` the progress numbers `[n/total]` (the file-system steps)."""
+    return sum(1 for i in instructions if isinstance(i, (Run, Copy, Add, Workdir)))
 
 
 class Builder:
@@ -138,7 +139,7 @@ class Builder:
             self.env = BuildEnv(
                 store=self.store,
                 context=context,
-                hashers={},
+                hashers={id(context): Hasher(context, cache)},
                 build_args=opts.build_args,
                 secrets=opts.secrets,
                 environ=opts.environ,
@@ -146,7 +147,6 @@ class Builder:
                 epoch=epoch,
                 scratch=scratch,
             )
-            self.env.hashers[id(context)] = Hasher(context, cache)
             for index in plan.order:
                 self.results[index] = self._build_stage(plan, plan.stages[index])
             final = self.results[plan.target]
@@ -206,7 +206,7 @@ class Builder:
                 parsed = parse_instructions("\n".join(triggers), file=f"ONBUILD of {sp.stage.base}")
             except ParseError as e:
                 raise BuildError(f"cannot run ONBUILD triggers: {e.message}", location=str(sp.stage.location)) from None
-            state = replace(state, total=state.total + sum(1 for t in parsed if isinstance(t, (Run, Copy, Add, Workdir))))
+            state = replace(state, total=state.total + _numbered(parsed))
             for k, trigger in enumerate(parsed):
                 state = self._dispatch(state, trigger, f"{sp.stage.index}/0.{k}", onbuild=True)
         for k, instruction in enumerate(sp.stage.instructions, start=1):
@@ -229,7 +229,7 @@ class Builder:
         self._check_platform(sp)
         base: Base = sp.base
         label = self._label(sp)
-        total = _stage_total(sp)
+        total = 1 + _numbered(sp.stage.instructions)  # FROM, then the file-system steps
         probe = StageState(sp.stage.index, label, total, None, SCRATCH, SCRATCH, StageConfig(ContainerConfig(), Scope()))
         if base.kind == "stage":
             prior = self._result(base.stage)

@@ -43,10 +43,6 @@ class Plan:
     order: tuple[int, ...]  # the stages to build, in file order
     stages: dict[int, StagePlan]
 
-    @property
-    def total(self) -> int:
-        return len(self.order)
-
 
 def _where(stage: Stage) -> str:
     return str(stage.from_.location)

@@ -38,7 +38,6 @@ from parser import Mount as MountOptions
 from parser import MountError, MountSpec
 from pybuild.errors import BuildError, NotFound
 from runner.mounts import overlay_rootfs
-from runner.spec import Mount as RunnerMount
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,8 @@ class RunMount:
     ident: str  # what enters the cache key besides the options
 
 
-def resolve_mounts(specs: tuple[MountSpec, ...], expand: Callable[[str], str], workdir: str, where: str) -> list[MountOptions]:
+def resolve_mounts(specs: tuple[MountSpec, ...], expand: Callable[[str], str], where: str) -> list[MountOptions]:
+    """Each --mount with its values expanded and checked; ssh mounts are refused."""
     out = []
     for spec in specs:
         try:
@@ -137,12 +137,6 @@ def key_mount(m: MountOptions, target: str, ident: str) -> KeyMount:
         ("required", str(m.required)),
     )
     return KeyMount(m.type, target, ident, opts)
-
-
-@dataclass
-class Materialized:
-    mounts: list[RunnerMount]
-    env: list[str]  # secret values exposed as variables (never recorded anywhere)
 
 
 class Backing:

@@ -24,7 +24,7 @@ from builder.chmod import ChmodError, parse_chmod
 from builder.contenthash import Hasher
 from builder.context import SourceTree
 from builder.copy import CopyError, CopyOptions, mkdir_all
-from builder.imageconfig import HISTORY_COMMENT, Expander, StageConfig, command_argv
+from builder.imageconfig import Expander, StageConfig, command_argv
 from builder.runmounts import (
     Backing,
     RunMount,
@@ -76,7 +76,6 @@ class BuildEnv:
     epoch: int | None
     scratch: Path
     on_output: Callable[[str, bytes], None] = lambda stream, data: None
-    on_phase: Callable[[str, int | None], None] = lambda what, size: None
     images: dict[str, Image] = field(default_factory=dict)
 
     def image(self, digest: str) -> Image:
@@ -169,7 +168,7 @@ def prepare_run(env: BuildEnv, run: Run, sc: StageConfig, x: Expander, parent_ke
         raise BuildError("RUN --device is not supported", location=x.where)
     argv, pipe_name, pipe_body = run_argv(run, sc)
     workdir = sc.workdir
-    options = resolve_mounts(run.mounts, x.word, workdir, x.where)
+    options = resolve_mounts(run.mounts, x.word, x.where)
     mounts: list[RunMount] = []
     for m in options:
         target = mount_target(m, workdir)
@@ -458,4 +457,4 @@ def prepare_workdir(env: BuildEnv, sc: StageConfig, path: str, where: str, paren
     return Prepared(inputs, f"WORKDIR {path}", execute)
 
 
-__all__ = ["BuildEnv", "Prepared", "StepFailed", "prepare_run", "prepare_copy", "prepare_workdir", "discard", "HISTORY_COMMENT"]
+__all__ = ["BuildEnv", "Prepared", "StepFailed", "prepare_run", "prepare_copy", "prepare_workdir", "discard"]

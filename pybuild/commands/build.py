@@ -16,6 +16,7 @@ import click
 
 from pybuild.cli import Globals
 from pybuild.errors import BuildError, NotFound, PybuildError
+from pybuild.progress import MODES as PROGRESS_MODES
 
 
 def _excerpt(text: str, line: int) -> list[str]:
@@ -58,7 +59,7 @@ def _report_failure(err: BuildError, text: str) -> None:
 @click.option("--iidfile", type=click.Path(dir_okay=False, path_type=Path), help="Write the image ID to this file.")
 @click.option("--network", type=click.Choice(["default", "none", "host"]), default="default", show_default=True, help="Network for RUN steps that do not set --network (default: the host's).")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID[,src=FILE|env=VAR]", help="A secret for RUN --mount=type=secret (repeatable); never stored.")
-@click.option("--progress", type=click.Choice(["auto", "plain", "json", "quiet", "tty"]), default="auto", show_default=True, help="How to show progress (on stderr).")
+@click.option("--progress", type=click.Choice(PROGRESS_MODES), default="auto", show_default=True, help="How to show progress (on stderr).")
 @click.option("-q", "--quiet", is_flag=True, help="Show no progress; print the image ID.")
 @click.option("--squash", is_flag=True, help="Merge the layers this build adds into one.")
 @click.option("--explain-cache", is_flag=True, help="Say for every step that runs why the cache missed.")
