@@ -50,7 +50,7 @@ def compressor(compression: str) -> Compressor:
         import zstandard
 
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=False, write_content_size=False)
-        return cctx.compressobj()  # type: ignore[no-any-return]
+        return cctx.compressobj()
     if compression == "gzip":
         import zlib
 
@@ -81,7 +81,7 @@ class _ZstdReader:
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self._r.read(READ_SIZE if n < 0 else n)  # type: ignore[no-any-return]
+            return self._r.read(READ_SIZE if n < 0 else n)
         except self._error as e:
             raise StoreError(f"zstd stream is damaged: {e}") from None
 
@@ -98,7 +98,7 @@ class _ModuleReader:
 
         opener = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind]
         self._errors = (OSError, EOFError, zlib.error, lzma.LZMAError)
-        self._r: BinaryIO = opener(fileobj=f) if kind == "gzip" else opener(f)  # type: ignore[assignment]
+        self._r: BinaryIO = opener(fileobj=f) if kind == "gzip" else opener(f)
         self._kind = kind
 
     def read(self, n: int = -1) -> bytes:

@@ -162,9 +162,9 @@ class Layers:
             self._adopt(path, layer.diff_id)
         return layer
 
-    def commit_upper(self, upper: Path, **kwargs: object) -> Layer:
+    def commit_upper(self, upper: Path, *, compression: str = "zstd", source_date_epoch: int | None = None) -> Layer:
         """`commit_dir(upper, consume=True)`: the runner's and builder's way to commit a step."""
-        return self.commit_dir(upper, consume=True, **kwargs)  # type: ignore[arg-type]
+        return self.commit_dir(upper, compression=compression, source_date_epoch=source_date_epoch, consume=True)
 
     def _adopt(self, path: Path, diff_id: str) -> None:
         # The layer has no entry for its root; give it the mode an unpack gives it (a staging dir

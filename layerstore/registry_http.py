@@ -84,7 +84,7 @@ def backoff_delay(attempt: int, retry_after: str | None) -> float:
             return min(max(float(retry_after), 0.0), RETRY_AFTER_MAX_SECONDS)
         except ValueError:
             pass
-    return min(BACKOFF_START_SECONDS * (2 ** attempt), BACKOFF_MAX_SECONDS)
+    return min(BACKOFF_START_SECONDS * 2.0**attempt, BACKOFF_MAX_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
 from layerstore.blobs import Blobs
 from layerstore.cache import BuildCache
 from layerstore.digests import is_hex
@@ -71,6 +69,8 @@ class Store:
         self.images = Images(self.layout, self.blobs, self.layers)
         self.tags = Tags(self.layout, self.blobs)
         self.cache = BuildCache(self.layout, self.blobs)
+        # an image from a parent, new layers, config and history: `Images.write`, its signature kept
+        self.write_image = self.images.write
 
     @classmethod
     @contextmanager
@@ -159,10 +159,6 @@ class Store:
             message=message,
             cache_key=cache_key,
         )
-
-    def write_image(self, **kwargs: Any) -> Image:
-        """Write an image from a parent, new layers, config and history: see `Images.write`."""
-        return self.images.write(**kwargs)
 
     def tag(self, image: Image | str, name: str, *, message: str = "tag") -> str | None:
         """Point tag `name` at `image` (an Image or manifest digest); returns the previous digest."""

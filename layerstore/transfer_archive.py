@@ -69,7 +69,7 @@ def _stage_file(files: ArchiveFiles, staging: Staging, name: str, source: Readab
     expected = f"{m.group(1)}:{m.group(2)}" if m else None
     what = f"{files.what}: {name}"
     if name in METADATA and size <= MAX_METADATA:
-        data = b"".join(source if not hasattr(source, "read") else iter(lambda: source.read(1 << 20), b""))  # type: ignore[union-attr]
+        data = b"".join(source if not hasattr(source, "read") else iter(lambda: source.read(1 << 20), b""))
         files.metadata[name] = data
         return
     files.staged[name] = staging.stage(source, what=what, size_hint=size, expected=expected, expected_size=size)

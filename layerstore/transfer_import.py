@@ -273,10 +273,10 @@ def _pieces(source: Readable | Iterable[bytes], pool: BufferPool | None) -> Iter
                 return
             yield buf, n
     if hasattr(source, "read"):
-        read = source.read  # type: ignore[union-attr]
+        read = source.read
         chunks: Iterable[bytes] = iter(lambda: read(CHUNK), b"")
     else:
-        chunks = source  # type: ignore[assignment]
+        chunks = source
     head: bytes | None = b""  # None once the first piece is out
     for chunk in chunks:
         if head is not None:

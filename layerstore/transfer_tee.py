@@ -23,7 +23,9 @@ import os
 import queue
 import threading
 from pathlib import Path
+from typing import cast
 
+from layerstore.compression import Readable
 from layerstore.layers import HashingReader, extract_into
 from layerstore.transfer_verify import CHUNK, BoundedDecompressor
 from pybuild.errors import StoreError
@@ -31,7 +33,7 @@ from pybuild.errors import StoreError
 DEPTH = 8  # pieces waiting for the helper thread, per layer
 BUFFER = 1 << 20  # as python-zstandard asks for input (layerstore.compression.READ_SIZE)
 
-_Piece = tuple[bytes | bytearray, bool]  # (data, lent by the pool)
+_Piece = tuple[bytes | bytearray | memoryview, bool]  # (data, lent by the pool)
 
 
 class BufferPool:
@@ -72,14 +74,15 @@ class LayerTee:
         self._q: queue.Queue[_Piece | None] = queue.Queue(DEPTH)
         self._pool = pool
         self._views = compression == "zstd"
-        self._cur: bytes | bytearray | None = None
+        self._cur: bytes | bytearray | memoryview | None = None
         self._lent = False
         self._pos = self._end = 0
         self._eof = False
         self.error: BaseException | None = None
         self.target = target
         self._what = what
-        self._tar = HashingReader(BoundedDecompressor(self, compression, limit=limit, what=what))
+        # `read` hands zstd views of the pieces (see the module doc), the others bytes
+        self._tar = HashingReader(BoundedDecompressor(cast(Readable, self), compression, limit=limit, what=what))
         self._aborted = False
         # Set when the helper thread has stopped touching `target` and the pool. Waited for instead
         # of Thread.join: CPython 3.11's join, interrupted by Ctrl-C, can mark a live thread as

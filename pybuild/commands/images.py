@@ -1,7 +1,7 @@
 """The image commands: images, tag, rmi, inspect, history, log, diff, import, bootstrap.
 
 Each opens the store (shared lock), calls layerstore, and prints. `inspect` looks the name up as an
-image first and then, if the runner provides it, as a container (`runner.containers.inspect`).
+image first and then as a container (`runner.containers.inspect`).
 """
 
 from __future__ import annotations
@@ -65,20 +65,9 @@ def _record(store: Store, digest: str) -> CommitRecord:
     return CommitRecord(manifest=digest, config=image.id, created=image.config.created, size=sum(l.size for l in image.layers))
 
 
-class _DockerBool(click.ParamType):
-    """A boolean option value written as Docker writes it: `-H=false` (and `-H false`)."""
-
-    name = "boolean"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).removeprefix("=").strip().lower()
-        if text in ("1", "true", "t", "yes", "y", "on"):
-            return True
-        if text in ("0", "false", "f", "no", "n", "off"):
-            return False
-        self.fail(f"{value!r} is not true or false", param, ctx)
+def _docker_bool(ctx: click.Context, param: click.Parameter, value: str) -> bool:
+    """A boolean written as Docker writes it, `-H=false`: click hands the value on as `=false`."""
+    return bool(click.BOOL.convert(value.removeprefix("="), param, ctx))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -171,27 +160,30 @@ def _row_filter(store: Store, filters: tuple[str, ...], repository: str | None) 
         if key == "dangling":
             if value.lower() not in ("true", "false", "1", "0"):
                 raise PybuildError(f"invalid filter 'dangling={value}': true or false")
-            flag = value.lower() in ("true", "1")
-            tests.append(lambda r, flag=flag: r.dangling == flag)
+            tests.append(_dangling_test(value.lower() in ("true", "1")))
         elif key == "reference":
             tests.append(_reference_matcher(value))
         elif key == "label":
             tests.append(_label_matcher(store, value))
         elif key in ("before", "since"):
-            pivot = parse_time_of(store.resolve(value).config.created)
-            if key == "before":
-                tests.append(lambda r, t=pivot: (r.created or 0) < t)
-            else:
-                tests.append(lambda r, t=pivot: (r.created or 0) > t)
+            tests.append(_created_test(key, store.resolve(value)))
         else:
             raise PybuildError(f"invalid filter {key!r}", hint="dangling, reference, label, before or since")
     return lambda row: all(test(row) for test in tests)
 
 
-def parse_time_of(created: str | None) -> float:
+def _dangling_test(want: bool) -> Callable[[_Row], bool]:
+    return lambda r: r.dangling == want
+
+
+def _created_test(key: str, pivot_image: Image) -> Callable[[_Row], bool]:
+    """`before=IMAGE` or `since=IMAGE`: created earlier, or later, than IMAGE."""
     from layerstore.images import parse_time
 
-    return parse_time(created) or 0.0
+    pivot = parse_time(pivot_image.config.created) or 0.0
+    if key == "before":
+        return lambda r: (r.created or 0) < pivot
+    return lambda r: (r.created or 0) > pivot
 
 
 def _reference_matcher(pattern: str) -> Callable[[_Row], bool]:
@@ -252,8 +244,8 @@ def rmi(g: Globals, force: bool, names: tuple[str, ...]) -> None:
         for image_id in _delete(g.root, deletable):
             click.echo(f"Deleted: {image_id}")
     if failed:
-        for e in failed[:-1]:
-            click.echo(f"error: {e}", err=True)
+        for error in failed[:-1]:
+            click.echo(f"error: {error}", err=True)
         raise failed[-1]
 
 
@@ -359,21 +351,14 @@ def image_json(store: Store, image: Image) -> dict[str, Any]:
 
 
 def _container_json(root: Path, name: str) -> dict[str, Any] | None:
-    """The runner's inspect document for container `name`, if the runner provides one."""
-    try:
-        from runner import containers  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    """The runner's inspect document for container `name`, None if there is no such container."""
     from pybuild.errors import NotFound
+    from runner.containers import inspect as inspect_container
 
-    fn = getattr(containers, "inspect", None)
-    if fn is None:
-        return None
     try:
-        result: dict[str, Any] | None = fn(root, name)
+        return inspect_container(root, name)
     except NotFound:
         return None
-    return result
 
 
 @click.command()
@@ -411,7 +396,7 @@ def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
 @click.command()
 @click.option("--no-trunc", is_flag=True, help="Do not shorten ids and instructions.")
 @click.option("-q", "--quiet", is_flag=True, help="Only image ids.")
-@click.option("-H", "--human", type=_DockerBool(), default=True, show_default=True,
+@click.option("-H", "--human", default="true", show_default=True, metavar="BOOLEAN", callback=_docker_bool,
               help="Human-readable sizes and dates (-H=false: RFC 3339 times, sizes in bytes).")
 @click.argument("name")
 @click.pass_obj
