@@ -87,11 +87,15 @@ class Launched:
     pid: int  # host PID of the container process
     status_r: int
     master: int | None = None
+    pidfd: int | None = None  # on the container process: signals never reach a reuser of its pid
     _status: int | None = None
 
     def signal(self, sig: int) -> None:
+        """Send `sig` to the container process; nothing once it has exited."""
+        if self.pidfd is None:
+            return
         try:
-            os.kill(self.pid, sig)
+            signal.pidfd_send_signal(self.pidfd, sig)
         except ProcessLookupError:
             pass
 
@@ -124,7 +128,7 @@ class Launched:
             os.waitpid(self.shim_pid, 0)
         except ChildProcessError:
             pass
-        for fd in (self.status_r, self.master):
+        for fd in (self.status_r, self.master, self.pidfd):
             if fd is not None and fd >= 0:
                 try:
                     os.close(fd)
@@ -132,6 +136,7 @@ class Launched:
                     pass
         self.status_r = -1
         self.master = None
+        self.pidfd = None
 
 
 def proxy_signals(launched: Launched) -> None:
@@ -202,6 +207,7 @@ def launch(
     try:
         pid_line = _read_line(status_r)
         launched.pid = int(pid_line) if pid_line else 0
+        launched.pidfd = _child_pidfd(launched.pid, shim) if launched.pid else None
         if on_pid is not None and launched.pid:
             on_pid(launched.pid)
         if parent_sock is not None:
@@ -262,6 +268,26 @@ def _shim(caller: int, prepare: Callable[[], None], child_main: ChildMain, ctx: 
             break
     os.write(status_w, f"{status}\n".encode())
     return 0
+
+
+def _child_pidfd(pid: int, parent: int) -> int | None:
+    """A pidfd on `pid` if that is still a child of `parent` (the shim, whose only child is the
+    container process), else None: the process has exited, been reaped and its pid may be
+    another process's by now."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the name may hold ") "
+    except (OSError, ValueError, IndexError):
+        ppid = 0
+    if ppid != parent:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _read_line(fd: int) -> str:

@@ -183,3 +183,26 @@ def test_observed_state_never_claims_a_dead_process_runs() -> None:
     )
     seen = state.observed(rec)
     assert seen.status == state.EXITED and seen.exit_code == state.UNKNOWN_EXIT and "supervisor" in seen.error
+
+
+# -- signalling the container process by pid ---------------------------------------------------
+
+
+def test_a_pidfd_is_taken_only_on_a_child_of_the_shim() -> None:
+    """A pid read from the shim that is no longer its child (exited, reaped, maybe reused) gets
+    no pidfd, so `Launched.signal` cannot reach whoever holds that pid now."""
+    import os
+    import subprocess
+
+    from runner.launch import _child_pidfd
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        fd = _child_pidfd(child.pid, os.getpid())
+        assert fd is not None
+        os.close(fd)
+        assert _child_pidfd(child.pid, os.getppid()) is None  # someone else's child
+        assert _child_pidfd(2**22 + 1, os.getpid()) is None  # no such process
+    finally:
+        child.kill()
+        child.wait()
