@@ -192,12 +192,7 @@ class SourceTree:
         """
 
         def lstat(parts: list[str]) -> os.stat_result | None:
-            rel = "/".join(parts)
-            try:
-                st = os.lstat(self.host_str(rel))
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            return st if self.visible(rel, st) else None
+            return self.lstat("/".join(parts))
 
         def readlink(parts: list[str]) -> str:
             return os.readlink(self.host_str("/".join(parts)))
@@ -210,7 +205,7 @@ class SourceTree:
     def lstat(self, rel: str) -> os.stat_result | None:
         """The lstat of a visible path, or None if it is missing or ignored."""
         try:
-            st = os.lstat(self.host(rel))
+            st = os.lstat(self.host_str(rel))
         except (FileNotFoundError, NotADirectoryError):
             return None
         # Parent matching excludes everything below an excluded directory unless an exception
