@@ -34,9 +34,10 @@ def load(path: Path) -> dict[str, StepInputs]:
 
 def save(path: Path, previous: dict[str, StepInputs], current: dict[str, StepInputs]) -> None:
     """Record this build's inputs over the last ones (atomic; nothing written if unchanged)."""
-    if not current or current == previous:
+    merged = {**previous, **current}
+    if merged == previous:
         return
-    steps = {**{p: i.to_json() for p, i in previous.items()}, **{p: i.to_json() for p, i in current.items()}}
+    steps = {p: i.to_json() for p, i in merged.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(path, json.dumps({"v": 1, "steps": steps}, sort_keys=True).encode())
