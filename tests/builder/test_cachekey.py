@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from builder.buildargs import Scope
 from builder.cachekey import Mount, StepInputs, copy_inputs, explain, run_inputs
+from builder.context import SourceTree
+from builder.imageconfig import StageConfig, expander
+from builder.runmounts import Secret
+from builder.steps import BuildEnv, prepare_run
+from layerstore.oci import ContainerConfig
+from layerstore.store import Store
+from parser import Run, parse_buildfile
 
 
 def run(**kw: object) -> StepInputs:
@@ -36,10 +45,27 @@ def test_every_input_changes_the_key() -> None:
     assert base not in keys and len(keys) == len(variants)
 
 
-def test_secret_values_never_enter_a_key() -> None:
-    secret = Mount("secret", "/run/secrets/token", "token")
-    a = run(mounts=[secret]).document()
-    assert b"token" in a and b"s3cr3t" not in a  # only the id and target
+def test_secret_values_never_enter_a_key(tmp_path: Path) -> None:
+    """Through the step that reads the secret (as a file and as a variable): the key and the
+    history hold its id and target, never its value, so a new value is still a cache hit."""
+    buildfile = parse_buildfile(
+        "FROM scratch\nRUN --mount=type=secret,id=token cat /run/secrets/token\n"
+        "RUN --mount=type=secret,id=token,env=TOKEN,target=/t true\n"
+    )
+    sc = StageConfig(ContainerConfig(), Scope())
+    keys = []
+    for value in ("s3cr3t", "s3cr3t-other"):
+        (tmp_path / "token").write_text(value)
+        secrets = {"token": Secret("token", src=tmp_path / "token")}
+        env = BuildEnv(Store(tmp_path / "store"), SourceTree(tmp_path), {}, {}, secrets, {}, "default", None, tmp_path)
+        for step in buildfile.stages[0].instructions:
+            assert isinstance(step, Run)
+            prepared = prepare_run(env, step, sc, expander(sc, step, "\\"), "parent", lambda: (), lambda name: ("", lambda: ()))
+            a = prepared.inputs.document()
+            assert b"token" in a and b"s3cr3t" not in a  # only the id and target
+            assert "s3cr3t" not in prepared.created_by
+            keys.append(prepared.inputs.key())
+    assert keys[:2] == keys[2:]
 
 
 def test_copy_keys_depend_on_content_digests_and_names() -> None:
