@@ -342,10 +342,9 @@ def _create_v1(hierarchy: dict[str, Path], name: str, limits: Limits) -> Cgroup:
         if wanted is not None and needed not in hierarchy:
             raise RuntimeError_(f"the {needed} cgroup controller is not mounted; cannot apply the limit")
     dirs: dict[str, str] = {}
-    for controller, base in hierarchy.items():
-        dirs[controller] = str(_make_group(base / "pybuild", name))
-    cg = Cgroup(1, dirs)
     try:
+        for controller, base in hierarchy.items():
+            dirs[controller] = str(_make_group(base / "pybuild", name))
         if "devices" in dirs:
             devices = Path(dirs["devices"])
             _write(devices / "devices.deny", "a")
@@ -364,9 +363,9 @@ def _create_v1(hierarchy: dict[str, Path], name: str, limits: Limits) -> Cgroup:
         if limits.pids is not None:
             _write(Path(dirs["pids"]) / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
     except BaseException:
-        cg.remove()
+        Cgroup(1, dirs).remove()  # the groups made so far, in every hierarchy
         raise
-    return cg
+    return Cgroup(1, dirs)
 
 
 def _create_v2(mount: Path, name: str, limits: Limits) -> Cgroup:
@@ -377,13 +376,14 @@ def _create_v2(mount: Path, name: str, limits: Limits) -> Cgroup:
         if value is not None and controller not in available:
             raise RuntimeError_(f"the {controller} cgroup controller is not available in {mount}; cannot apply the limit")
     enable = " ".join(f"+{c}" for c in V2_CONTROLLERS if c in available)
-    parent.mkdir(exist_ok=True)
-    if enable:
-        for d in (mount, parent):
-            _write(d / "cgroup.subtree_control", enable)
+    # The group first: once it exists, no other container's `_remove_if_unused` can take the
+    # parent away before its controllers are enabled (children then get their interface files).
     d = _make_group(parent, name)
     cg = Cgroup(2, {"unified": str(d)})
     try:
+        if enable:
+            for level in (mount, parent):
+                _write(level / "cgroup.subtree_control", enable)
         if limits.memory is not None:
             _write(d / "memory.max", str(limits.memory))
             if (d / "memory.swap.max").exists():
