@@ -174,8 +174,8 @@ class Blobs:
             staged.unlink(missing_ok=True)
 
     def publish(self, staged: Path, digest: str) -> Path:
-        """Move a complete, verified, fsynced file into place as blob `digest` (or, if that blob
-        exists, keep the existing one and refresh its mtime)."""
+        """Move a complete, verified, fsynced, read-only (0444) file into place as blob `digest`
+        (or, if that blob exists, keep the existing one and refresh its mtime)."""
         target = self.path(digest)
         if target.exists():
             os.utime(target)

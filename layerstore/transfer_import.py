@@ -295,8 +295,8 @@ class _BlobFile:
     descriptor's): ext4 then skips the per-page delayed-allocation work on every write, a third of
     the write's CPU time; where the file system cannot (or the disk is too full) the writes go as
     usual, and a stream that stops short is refused by its size check and its file removed, so the
-    zeros allocated past its end are never published. `sync` makes it durable before it is
-    published."""
+    zeros allocated past its end are never published. `sync` makes it read-only (0444, as every
+    blob is) and durable before it is published."""
 
     def __init__(self, path: Path, size: int | None) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -310,6 +310,7 @@ class _BlobFile:
         _write_all(self.fd, data)
 
     def sync(self) -> None:
+        os.fchmod(self.fd, 0o444)
         os.fsync(self.fd)
 
     def close(self) -> None:

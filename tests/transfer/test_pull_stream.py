@@ -60,6 +60,7 @@ def test_layers_bigger_than_the_buffers_pull_byte_exact(registry: Registry, uniq
         assert store.layers.unpacked_path(sha(second)).joinpath("second.txt").read_bytes() == b"on top\n"
         assert store.tags.get(f"{registry.host}/{unique_repo}:1") == digest
         assert not any(store.tmp.iterdir())
+        assert {p.stat().st_mode & 0o777 for p in store.layout.blobs.iterdir()} == {0o444}
 
 
 class OddPieces(io.RawIOBase):

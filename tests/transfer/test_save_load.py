@@ -52,6 +52,7 @@ def test_oci_archive_round_trip_keeps_digests(busybox_store: Path, tmp_path: Pat
         image = store.resolve("busybox")
         assert store.layers.unpacked_path(image.layers[0].diff_id).joinpath("bin/busybox").exists()
         assert not any(store.tmp.iterdir())
+        assert {p.stat().st_mode & 0o777 for p in store.layout.blobs.iterdir()} == {0o444}  # read-only, as stored ones
 
 
 def test_several_images_share_their_blobs(busybox_store: Path, tmp_path: Path) -> None:
