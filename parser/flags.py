@@ -43,11 +43,6 @@ class Values:
         vals = self.strings.get(name, ())
         return vals[-1] if vals and vals[-1] != "" else None
 
-    def raw(self, name: str) -> str:
-        """A string flag's value as given (or its default), `--name=` giving ""."""
-        vals = self.strings.get(name, ())
-        return vals[-1] if vals else ""
-
     def flag(self, name: str) -> bool:
         vals = self.strings.get(name, ())
         return bool(vals) and vals[-1] == "true"

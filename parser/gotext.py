@@ -14,14 +14,8 @@ from collections.abc import Iterable, Sequence
 
 # unicode.IsSpace: the Latin-1 spaces plus the Unicode White_Space characters above U+00FF.
 GO_SPACES = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-_GO_SPACE_SET = frozenset(GO_SPACES)
 # unicode.IsSpace applied to single bytes (rune(b)), as BuildKit's byte-wise scanners do.
 BYTE_SPACES = "\t\n\v\f\r \x85\xa0"
-
-
-def is_space(ch: str) -> bool:
-    """unicode.IsSpace for one character."""
-    return ch in _GO_SPACE_SET
 
 
 def trim_space(s: str) -> str:
