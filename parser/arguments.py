@@ -21,6 +21,7 @@ builder do that with `parser.shell`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -293,13 +294,8 @@ def parse_line(line: str, escape: str) -> Line:
 
 def _shifted(line: Line, by: int) -> Line:
     """A nested line's offsets made relative to the enclosing line."""
-    return Line(
-        original=line.original,
-        keyword=line.keyword,
-        flags=line.flags,
-        args=line.args,
-        json=line.json,
-        child=line.child,
+    return dataclasses.replace(
+        line,
         keyword_offset=line.keyword_offset + by,
         flag_offsets=tuple(o + by for o in line.flag_offsets),
         args_offset=line.args_offset + by,

@@ -1,10 +1,10 @@
 """Builder-flag validation per instruction (BuildKit's `instructions/bflag.go`).
 
 Each instruction declares the flags it takes; anything else is "unknown flag" (with a suggestion),
-(messages name the flag as written, `--name`, as current BuildKit does)
 a repeated flag that is not repeatable is an error, a bool flag takes `--f`, `--f=true|false` (any
-case) but not `--f=`, and string flags need `=value`. Unlike BuildKit, which stops at the first
-bad flag, every bad flag of the instruction is reported.
+case) but not `--f=`, and string flags need `=value`. Messages name the flag as written
+(`--name`), as current BuildKit does. Unlike BuildKit, which stops at the first bad flag, every
+bad flag of the instruction is reported.
 """
 
 from __future__ import annotations

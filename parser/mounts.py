@@ -9,6 +9,7 @@ itself, so field errors are reported at parse time with the line they are on.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from collections.abc import Callable
@@ -202,7 +203,7 @@ def _validated(m: Mount, ro_auto: bool) -> Mount:
             if getattr(m, key) is not None:
                 raise MountError(f"{key} not allowed for {go_quote(m.type)} type mounts")
     if ro_auto:
-        m = Mount(**{**m.__dict__, "readonly": m.type not in ("cache", "tmpfs")})
+        m = dataclasses.replace(m, readonly=m.type not in ("cache", "tmpfs"))
     if m.type == "secret":
         if m.from_:
             raise MountError("secret mount should not have a from")

@@ -82,12 +82,11 @@ def frontend_directive(lines: list[str], key: str) -> tuple[str, int] | None:
         seen: set[str] = set()
         for number in range(start, len(lines)):
             m = pattern.fullmatch(lines[number].removeprefix("\ufeff") if number == 0 else lines[number])
-            name = m.group(1).lower() if m else ""
-            if name not in _KNOWN_DIRECTIVES or name in seen:
+            if m is None or (name := m.group(1).lower()) not in _KNOWN_DIRECTIVES or name in seen:
                 break
             seen.add(name)
             if name == key:
-                return m.group(2), number + 1  # type: ignore[union-attr]
+                return m.group(2), number + 1
     if key == "syntax":
         try:
             doc = json.loads("\n".join(lines))
