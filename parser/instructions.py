@@ -238,14 +238,26 @@ class Maintainer(Instruction):
 
 @dataclass(frozen=True)
 class Stage:
-    """One FROM and the instructions after it, up to the next FROM."""
+    """One FROM and the instructions after it, up to the next FROM. Its name, base and platform
+    are the FROM's."""
 
     index: int
-    name: str | None  # lower-cased
-    base: str  # the FROM image or stage, unexpanded
-    platform: str | None
     from_: From
     instructions: tuple[Instruction, ...]
+
+    @property
+    def name(self) -> str | None:
+        """The stage name, lower-cased (references are case-insensitive)."""
+        return self.from_.name
+
+    @property
+    def base(self) -> str:
+        """The FROM image or stage, unexpanded."""
+        return self.from_.image
+
+    @property
+    def platform(self) -> str | None:
+        return self.from_.platform
 
     @property
     def location(self) -> Location:

@@ -481,8 +481,7 @@ def to_buildfile(tree: NodeTree) -> Buildfile:
         raise ParseErrors(errors)
     return Buildfile(
         file=tree.file,
-        stages=tuple(Stage(index=i, name=f.name, base=f.image, platform=f.platform, from_=f, instructions=tuple(insts))
-                     for i, (f, insts) in enumerate(stages)),
+        stages=tuple(Stage(index=i, from_=f, instructions=tuple(insts)) for i, (f, insts) in enumerate(stages)),
         global_args=tuple(global_args),
         directives=tree.directives,
         warnings=tree.warnings,
