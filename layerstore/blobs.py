@@ -34,8 +34,11 @@ class Written:
     size: int
 
 
-class HashingWriter:
-    """A sink that hashes and counts what passes through it on the way to `out`."""
+class BlobWriter:
+    """What `Blobs.writer` yields: a sink that hashes and counts what passes through it on the way
+    to the staged file; after the block, `result` holds digest and size."""
+
+    result: Written
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
@@ -213,13 +216,4 @@ class Blobs:
         for name in os.listdir(self.layout.blobs):
             if is_hex(name):
                 yield "sha256:" + name
-
-
-class BlobWriter(HashingWriter):
-    """The writer `Blobs.writer` yields; after the block, `result` holds digest and size."""
-
-    result: Written
-
-    def __init__(self, out: BinaryIO) -> None:
-        super().__init__(out)
 

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerstore.compression import MEDIA_TYPES
 from layerstore.digests import canonical_json, digest_of
+from layerstore.oci_layout import blob_name
 from layerstore.reference import parse_reference
 from layerstore.transfer_archive import ArchiveFiles, ArchiveWriter
 from layerstore.transfer_import import Incoming
-from layerstore.transfer_media import OCI_CONFIG, OCI_MANIFEST, oci_layer_type
+from layerstore.transfer_media import OCI_CONFIG, OCI_MANIFEST
 from pybuild.errors import ParseError, StoreError
 
 
@@ -32,22 +34,18 @@ class DockerImage:
     names: tuple[str, ...]
 
 
-def _blob(digest: str) -> str:
-    return "blobs/sha256/" + digest.split(":", 1)[1]
-
-
 def write_archive(writer: ArchiveWriter, images: Sequence[DockerImage]) -> None:
     """Write `images` as a docker archive (blobs first, manifest.json last)."""
     entries = []
     repositories: dict[str, dict[str, str]] = {}
     for image in images:
         digest, path, size = image.config
-        writer.add_file(_blob(digest), path, size)
+        writer.add_file(blob_name(digest), path, size)
         for ldigest, lpath, lsize in image.layers:
-            writer.add_file(_blob(ldigest), lpath, lsize)
+            writer.add_file(blob_name(ldigest), lpath, lsize)
         tags = [parse_reference(n).familiar for n in image.names]
-        entries.append({"Config": _blob(digest), "RepoTags": tags or None,
-                        "Layers": [_blob(d) for d, _, _ in image.layers]})
+        entries.append({"Config": blob_name(digest), "RepoTags": tags or None,
+                        "Layers": [blob_name(d) for d, _, _ in image.layers]})
         for tag in tags:
             repo, _, t = tag.rpartition(":")
             if image.layers:
@@ -85,7 +83,7 @@ def read_archive(files: ArchiveFiles) -> list[Incoming]:
             staged = files.get(str(path)) if isinstance(path, str) else None
             if staged is None:
                 raise StoreError(f"{what}: layer file {path!r} is missing from the archive")
-            layers.append({"mediaType": oci_layer_type(staged.compression), "digest": staged.digest, "size": staged.size})
+            layers.append({"mediaType": MEDIA_TYPES[staged.compression], "digest": staged.digest, "size": staged.size})
         manifest = canonical_json({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},

@@ -59,7 +59,6 @@ class Freed:
     cache_mounts: int = 0
     containers: int = 0
     bytes: int = 0
-    blob_bytes: int = 0
     items: list[str] = field(default_factory=list)
     deleted_images: list[str] = field(default_factory=list)
 
@@ -225,8 +224,6 @@ def _sweep(store: Store, doomed: list[_Doomed], freed: Freed, dry_run: bool) -> 
         freed.bytes += size
         if d.counter:
             setattr(freed, d.counter, getattr(freed, d.counter) + 1)
-        if d.counter == "blobs":
-            freed.blob_bytes += size
         freed.items.append(d.label)
         if dry_run:
             continue

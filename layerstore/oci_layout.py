@@ -27,6 +27,7 @@ from layerstore.transfer_import import Incoming, Staging
 from layerstore.transfer_media import (
     IMAGE_MANIFESTS,
     INDEXES,
+    MAX_MANIFEST_BYTES,
     OCI_INDEX,
     Platform,
     host_platform,
@@ -129,13 +130,6 @@ def read_layout(files: ArchiveFiles, staging: Staging, *, platform: Platform | N
     return list(found.values())
 
 
-def bundle_base(files: ArchiveFiles) -> str | None:
-    index = json_object(files.meta("index.json") or b"{}", "index.json")
-    ann = index.get("annotations") or {}
-    value = ann.get(BUNDLE_BASE) if isinstance(ann, dict) else None
-    return value if isinstance(value, str) else None
-
-
 def _manifest_for(files: ArchiveFiles, staging: Staging, desc: dict[str, Any], platform: Platform) -> tuple[str, bytes]:
     for _ in range(4):  # an index may point at an index; no deeper than this
         digest, size = desc.get("digest"), desc.get("size")
@@ -144,7 +138,7 @@ def _manifest_for(files: ArchiveFiles, staging: Staging, desc: dict[str, Any], p
         staged = files.get(blob_name(digest)) if ":" in digest else None
         if staged is None:
             raise StoreError(f"{files.what}: manifest {digest} is missing from the archive")
-        data = check_bytes(staging.read(digest, f"manifest {digest}", 4 * 1024 * 1024), digest=digest, size=size,
+        data = check_bytes(staging.read(digest, f"manifest {digest}", MAX_MANIFEST_BYTES), digest=digest, size=size,
                            what=f"{files.what}: manifest {digest}")
         kind = manifest_media_type(data, desc.get("mediaType"))
         if kind in IMAGE_MANIFESTS:

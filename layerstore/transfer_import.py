@@ -19,13 +19,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerstore.compression import sniff
+from layerstore.compression import compression_of, sniff
 from layerstore.digests import load_json
 from layerstore.images import Image
 from layerstore.layers import Layer, remove_tree
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
-from layerstore.transfer_media import layer_compression
 from layerstore.transfer_tee import BUFFER, DEPTH, BufferPool, LayerTee
 from layerstore.transfer_verify import CHUNK, Readable, SizeMismatch, expansion_limit, hasher_for
 from pybuild.errors import DigestMismatch, StoreError
@@ -208,7 +207,7 @@ def check_incoming(store: Store, staging: Staging, images: Sequence[Incoming]) -
 def _check_layer(staged: Staged, desc: Descriptor, diff_id: str, what: str) -> Layer:
     if staged.size != desc.size:
         raise SizeMismatch(what, expected=desc.size, got=f"{staged.size} bytes")
-    declared = layer_compression(desc.media_type)
+    declared = compression_of(desc.media_type)
     if declared != staged.compression:
         raise StoreError(f"{what}: media type says {declared} but the content is {staged.compression}")
     if staged.diff_id != diff_id:

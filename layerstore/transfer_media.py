@@ -45,16 +45,6 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
 
-def layer_compression(media_type: str) -> str:
-    """`zstd`, `gzip` or `none` for a layer media type; StoreError for anything else."""
-    return compression.compression_of(media_type)
-
-
-def oci_layer_type(kind: str) -> str:
-    """The OCI layer media type for a compression (`zstd`, `gzip`, `none`)."""
-    return compression.MEDIA_TYPES[kind]
-
-
 def docker_layer_type(kind: str) -> str:
     """The Docker schema 2 layer media type; Docker has none for zstd."""
     if kind == "zstd":
