@@ -231,7 +231,7 @@ class Images:
         manifest = Manifest(Descriptor(CONFIG, config_blob.digest, config_blob.size), manifest_preview.layers, MANIFEST)
         manifest_bytes = canonical_json(manifest.to_json())
         manifest_blob = self.blobs.put(manifest_bytes)
-        sizes = [self._uncompressed_size(layer) for layer in all_layers]
+        sizes = [self.layers.uncompressed_size(layer) for layer in all_layers]
         record = CommitRecord(
             manifest=manifest_blob.digest,
             config=config_blob.digest,
@@ -254,7 +254,7 @@ class Images:
         image = self.get(manifest_digest)
         if image.commit is not None:
             return image
-        sizes = [self._uncompressed_size(layer) for layer in image.layers]
+        sizes = [self.layers.uncompressed_size(layer) for layer in image.layers]
         record = CommitRecord(
             manifest=manifest_digest,
             config=image.id,
@@ -279,7 +279,3 @@ class Images:
             return existing
         atomic_write(path, canonical_json(record.to_json()), tmp_dir=self.layout.tmp)
         return record
-
-    def _uncompressed_size(self, layer: Layer) -> int:
-        known = self.layers.known(layer.diff_id)
-        return known.uncompressed_size if known and known.uncompressed_size else layer.size

@@ -219,6 +219,14 @@ class Layers:
                 return layer
         return None
 
+    def uncompressed_size(self, layer: Layer) -> int:
+        """The size of the layer's tar, as `layer` or its record says; the blob's size where
+        neither knows (a record lost, or written before sizes were recorded)."""
+        if layer.uncompressed_size:
+            return layer.uncompressed_size
+        known = self.known(layer.diff_id)
+        return known.uncompressed_size if known and known.uncompressed_size else layer.size
+
     def recompress(self, layer: Layer, compression: str) -> Layer:
         """The same layer as a blob with `compression` (made from `layer`'s blob, verified, if not
         stored yet)."""

@@ -12,10 +12,8 @@ verifies every blob and layer (transfer_import) and only then publishes and tags
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from layerstore import docker_archive, oci_layout
+from layerstore.atomic import atomic_writer
 from layerstore.compression import sniff
 from layerstore.digests import canonical_json, digest_of
 from layerstore.images import Image
@@ -35,8 +34,6 @@ from layerstore.transfer_import import Staging, commit_incoming
 from layerstore.transfer_media import Platform, docker_layer_type
 from layerstore.transfer_verify import EXPANSION_FLOOR, BoundedDecompressor, Readable, expansion_limit
 from pybuild.errors import NotFound, ParseError, StoreError
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("oci", "oci-dir", "docker")
 STDIO = "-"
@@ -163,17 +160,8 @@ def _output_file(output: str, stdout: BinaryIO | None) -> Iterator[BinaryIO]:
         raise StoreError(f"{target}: is a directory", hint="give a file name, or --format oci-dir")
     if not target.parent.is_dir():
         raise NotFound(f"{target.parent}: no such directory")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(target) as f:
+        yield f
 
 
 @dataclass(frozen=True)

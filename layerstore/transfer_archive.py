@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from layerstore.atomic import fsync_dir
+from layerstore.atomic import atomic_write, fsync_dir
 from layerstore.tar_format import DIRECTORY, END_OF_ARCHIVE, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader, encode_header, padding
 from layerstore.transfer_import import Staged, Staging
 from layerstore.transfer_verify import Readable
@@ -220,10 +220,7 @@ class DirWriter:
         return path
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        path = self._target(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(self._target(name), data)
 
     def add_file(self, name: str, path: Path, size: int) -> None:
         target = self._target(name)

@@ -52,7 +52,7 @@ from parser.nodes import CheckConfig, Directives, Heredoc, Node, NodeTree, Parse
 from parser.output import dump, to_json
 from parser.scanner import no_gc, parse_nodes, scan
 from parser.signals import parse_signal
-from parser.typed import parse_instruction, to_buildfile
+from parser.typed import parse_instruction, to_buildfile, typed_nodes
 from pybuild.errors import ParseError, ParseErrors
 
 
@@ -84,17 +84,10 @@ def typed_buildfile(tree: NodeTree, errors: list[ParseError] | None = None) -> B
 def parse_instructions(text: str | bytes, file: str = "Buildfile") -> tuple[Instruction, ...]:
     """Typed instructions in order, with no stage rules (any instruction may come first)."""
     tree, errors = scan(text, file)
-    out: list[Instruction] = []
-    for node in tree.nodes:
-        try:
-            out.append(parse_instruction(node, file, tree.escape))
-        except ParseErrors as e:
-            errors.extend(e.errors)
-        except ParseError as e:
-            errors.append(e)
+    out = tuple(inst for _, inst in typed_nodes(tree, errors))
     if errors:
         raise ParseErrors(_by_position(errors))
-    return tuple(out)
+    return out
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypedDict, TypeVar
 
 from parser.expansions import syntax_error
@@ -448,12 +448,9 @@ def parse_instruction(node: Node, file: str = "Buildfile", escape: str = "\\") -
     return _instruction(_Request(node, file, escape))
 
 
-def to_buildfile(tree: NodeTree) -> Buildfile:
-    """Typed instructions grouped into stages; raises ParseErrors listing every error found
-    (an ARG-only file too: BuildKit's build fails with "no stages to build")."""
-    errors: list[ParseError] = []
-    global_args: list[Arg] = []
-    stages: list[tuple[From, list[Instruction]]] = []
+def typed_nodes(tree: NodeTree, errors: list[ParseError]) -> Iterator[tuple[Node, Instruction]]:
+    """Each node of `tree` that parses, with its typed instruction, in order; every error of the
+    nodes that do not is appended to `errors`, so that all of them can be reported together."""
     for node in tree.nodes:
         try:
             inst = parse_instruction(node, tree.file, tree.escape)
@@ -463,6 +460,16 @@ def to_buildfile(tree: NodeTree) -> Buildfile:
         except ParseError as e:
             errors.append(e)
             continue
+        yield node, inst
+
+
+def to_buildfile(tree: NodeTree) -> Buildfile:
+    """Typed instructions grouped into stages; raises ParseErrors listing every error found
+    (an ARG-only file too: BuildKit's build fails with "no stages to build")."""
+    errors: list[ParseError] = []
+    global_args: list[Arg] = []
+    stages: list[tuple[From, list[Instruction]]] = []
+    for node, inst in typed_nodes(tree, errors):
         if isinstance(inst, From):
             stages.append((inst, []))
         elif stages:

@@ -62,7 +62,8 @@ def _record(store: Store, digest: str) -> CommitRecord:
     if record is not None:
         return record
     image = store.images.get(digest)
-    return CommitRecord(manifest=digest, config=image.id, created=image.config.created, size=sum(l.size for l in image.layers))
+    size = sum(store.layers.uncompressed_size(layer) for layer in image.layers)
+    return CommitRecord(manifest=digest, config=image.id, created=image.config.created, size=size)
 
 
 def _docker_bool(ctx: click.Context, param: click.Parameter, value: str) -> bool:
@@ -340,7 +341,7 @@ def image_json(store: Store, image: Image) -> dict[str, Any]:
         doc["Variant"] = config.variant
     doc |= {
         "Os": config.os,
-        "Size": record.size if record else sum(l.size for l in image.layers),
+        "Size": record.size if record else sum(store.layers.uncompressed_size(layer) for layer in image.layers),
         "RootFS": {"Type": "layers", "Layers": list(config.diff_ids)},
         "Metadata": {"LastTagTime": rfc3339(max(tag_times)) if tag_times else _NEVER_TAGGED},
         "Digest": image.digest,
@@ -417,8 +418,7 @@ def history(g: Globals, no_trunc: bool, quiet: bool, human: bool, name: str) -> 
             if not entry.empty_layer:
                 layer = next(layers, None)
                 if layer is not None:
-                    known = store.layers.known(layer.diff_id)
-                    size = known.uncompressed_size if known and known.uncompressed_size else layer.size
+                    size = store.layers.uncompressed_size(layer)
             image_id = owner.get(index)
             shown_id = "<missing>" if image_id is None else (image_id if no_trunc else short_id(image_id))
             created_by = entry.created_by if no_trunc or len(entry.created_by) <= 45 else entry.created_by[:44] + "…"
