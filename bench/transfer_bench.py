@@ -4,8 +4,9 @@
 - `pybuild save` of an image already in the store vs `buildah push IMAGE oci-archive:` (target >= 5x);
 - `pybuild push` to a local docker-registry vs `skopeo copy oci:STORE:IMAGE docker://...` (the store
   root is an OCI layout, so both read the very same blob files);
-- `pybuild pull` vs `skopeo copy docker://... oci:DIR` (pybuild also verifies every diff_id and
-  extracts the layers, which skopeo does not);
+- `pybuild pull` vs `skopeo copy docker://... oci:DIR` (pybuild also decompresses every layer to
+  verify its diff_id and checks its tar against the extractor's rules, which skopeo does not;
+  neither unpacks the layers);
 - peak RSS of each pybuild command at two image sizes (memory must not grow with the image);
 - with `pull`, a pull of the image into a destination that already holds it, for both tools: what
   a pull costs whatever the image's size (start-up, the manifest, the commit), so that the rest,
@@ -222,7 +223,7 @@ def main() -> None:
             pull, skopeo_pull = alternate(n, work, pull_cmds, registry=reg)
             print(f"pull big:  pybuild {pull.show()}   skopeo copy {skopeo_pull.show()}   "
                   f"ratio {skopeo_pull.best / pull.best:4.2f} best, {skopeo_pull.median / pull.median:4.2f} median "
-                  "(target >= 1; pybuild also checks every diff_id and extracts the layers, skopeo does neither)")
+                  "(target >= 1; pybuild also checks every diff_id and every layer tar, skopeo does neither)")
             for cmd in pull_cmds:  # a destination that holds the image already
                 timed(cmd("again"))
             again, skopeo_again = alternate(n, work, [lambda _, c=cmd: c("again") for cmd in pull_cmds],

@@ -93,12 +93,10 @@ def open_dir(parent: int, name: bytes, what: bytes, create: bool) -> int:
         return os.open(name, DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         if not create:
-            raise UnsafeLayer(f"{show_name(what)}: {show_name(name)} does not exist in the layer") from None
+            raise not_in_layer(what, name) from None
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeLayer(
-                f"{show_name(what)}: path goes through {show_name(name)}, which is not a directory (a symlink?)"
-            ) from None
+            raise not_a_directory(what, name) from None
         raise
     os.mkdir(name, 0o700, dir_fd=parent)
     fd = os.open(name, DIR_FLAGS, dir_fd=parent)
@@ -165,23 +163,67 @@ def extract(reader: TarReader, target: Path, *, privileged: bool | None = None) 
     return done
 
 
-def _extract_one(entry: TarEntry, reader: TarReader, dirs: DirChain, done: Extracted, ctx: _Context) -> None:
+def entry_parts(entry: TarEntry) -> tuple[bytes, ...] | None:
+    """The components of `entry`'s name once it passes the rules that need nothing but the entry
+    (`split_name`'s, the root, whiteout names, link targets); None for aufs bookkeeping, which is
+    skipped. The rules that depend on what came before are the extractor's (the kernel's, through
+    O_NOFOLLOW) and `layer_check.LayerCheck`'s (an in-memory tree)."""
     name = entry.name
     parts = split_name(name)
     if _AUFS_META in name and any(p.startswith(_AUFS_META) and p != OPAQUE_MARKER for p in parts):
         log.debug("skipping aufs metadata %s", show_name(name))
-        return
+        return None
     if not parts:
         if entry.type != DIRECTORY:
             raise UnsafeLayer(f"{show_name(name)}: the layer root must be a directory")
-        done.dirs.append(((), entry))
-        return
+        return parts
     parent, base = parts[:-1], parts[-1]
     if WHITEOUT_PREFIX in name:
         if any(p.startswith(WHITEOUT_PREFIX) for p in parent):
             raise UnsafeLayer(f"{show_name(name)}: a whiteout name cannot be a directory")
         if entry.type == HARDLINK and base.startswith(WHITEOUT_PREFIX):
             raise UnsafeLayer(f"{show_name(name)}: a whiteout cannot be a hardlink")
+        hidden = base[len(WHITEOUT_PREFIX):]
+        if base.startswith(WHITEOUT_PREFIX) and base != OPAQUE_MARKER and (
+            hidden in (b"", b".", b"..") or hidden.startswith(WHITEOUT_PREFIX)
+        ):
+            raise UnsafeLayer(f"{show_name(name)}: whiteout of {show_name(hidden) or 'nothing'!r} is not a plain name")
+    if entry.type == SYMLINK and (not entry.linkname or b"\0" in entry.linkname):
+        raise UnsafeLayer(f"{show_name(name)}: symlink with an empty or NUL target")
+    if entry.type == HARDLINK and not split_name(entry.linkname):
+        raise UnsafeLayer(f"{show_name(name)}: hardlink to the layer root")
+    return parts
+
+
+def not_a_directory(what: bytes, name: bytes) -> UnsafeLayer:
+    return UnsafeLayer(f"{show_name(what)}: path goes through {show_name(name)}, which is not a directory (a symlink?)")
+
+
+def not_in_layer(what: bytes, name: bytes) -> UnsafeLayer:
+    return UnsafeLayer(f"{show_name(what)}: {show_name(name)} does not exist in the layer")
+
+
+def replaces(what: bytes, directory: bool) -> UnsafeLayer:
+    return UnsafeLayer(f"{show_name(what)}: entry replaces a {'directory' if directory else 'file'} of the same name")
+
+
+def hardlink_target_missing(entry: TarEntry) -> UnsafeLayer:
+    return UnsafeLayer(f"{show_name(entry.name)}: hardlink to {show_name(entry.linkname)}, which is not in the layer")
+
+
+def hardlink_to_directory(entry: TarEntry) -> UnsafeLayer:
+    return UnsafeLayer(f"{show_name(entry.name)}: hardlink to a directory")
+
+
+def _extract_one(entry: TarEntry, reader: TarReader, dirs: DirChain, done: Extracted, ctx: _Context) -> None:
+    name = entry.name
+    parts = entry_parts(entry)
+    if parts is None:
+        return
+    if not parts:
+        done.dirs.append(((), entry))
+        return
+    parent, base = parts[:-1], parts[-1]
     dir_fd = dirs.open(parent, create=True, what=name)
     if base.startswith(WHITEOUT_PREFIX):
         _whiteout(dir_fd, base, name, ctx.privileged)
@@ -203,8 +245,6 @@ def _extract_one(entry: TarEntry, reader: TarReader, dirs: DirChain, done: Extra
             _make_room(dir_fd, base, DIRECTORY, name)  # a directory seen before is fine: metadata is applied last
         done.dirs.append((parts, entry))
     elif kind == SYMLINK:
-        if not entry.linkname or b"\0" in entry.linkname:
-            raise UnsafeLayer(f"{show_name(name)}: symlink with an empty or NUL target")
         _make_room(dir_fd, base, kind, name)
         os.symlink(entry.linkname, base, dir_fd=dir_fd)
         if ctx.privileged:
@@ -235,9 +275,7 @@ def _whiteout(dir_fd: int, base: bytes, name: bytes, privileged: bool) -> None:
             raise UnsafeLayer(f"{show_name(name)}: opaque directories need root to unpack")
         xattr.set(dir_fd, OPAQUE_XATTR, b"y")
         return
-    hidden = base[len(WHITEOUT_PREFIX):]
-    if hidden in (b"", b".", b"..") or hidden.startswith(WHITEOUT_PREFIX):
-        raise UnsafeLayer(f"{show_name(name)}: whiteout of {show_name(hidden) or 'nothing'!r} is not a plain name")
+    hidden = base[len(WHITEOUT_PREFIX):]  # a plain name (entry_parts)
     if not privileged:
         raise UnsafeLayer(f"{show_name(name)}: overlay whiteouts need root to unpack")
     _make_room(dir_fd, hidden, CHAR, name)
@@ -268,27 +306,21 @@ def _make_room(dir_fd: int, base: bytes, new_type: bytes, what: bytes) -> None:
     if stat.S_ISDIR(st.st_mode) or new_type == DIRECTORY:
         if stat.S_ISDIR(st.st_mode) and new_type == DIRECTORY:
             return
-        raise UnsafeLayer(
-            f"{show_name(what)}: entry replaces a {'directory' if stat.S_ISDIR(st.st_mode) else 'file'} of the same name"
-        )
+        raise replaces(what, stat.S_ISDIR(st.st_mode))
     os.unlink(base, dir_fd=dir_fd)
 
 
 def _hardlink(entry: TarEntry, dirs: DirChain, dir_fd: int, base: bytes) -> None:
-    shown = show_name(entry.name)
-    target = split_name(entry.linkname)
-    if not target:
-        raise UnsafeLayer(f"{shown}: hardlink to the layer root")
-    *tparent, tbase = target
+    *tparent, tbase = split_name(entry.linkname)  # not the root (entry_parts)
     # A separate walk: the target's parents must be real directories of this layer too.
     parent_fd = walk_dirs(dirs.root_fd, tuple(tparent), open_dir, what=entry.name)
     try:
         try:
             st = os.stat(tbase, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
-            raise UnsafeLayer(f"{shown}: hardlink to {show_name(entry.linkname)}, which is not in the layer") from None
+            raise hardlink_target_missing(entry) from None
         if stat.S_ISDIR(st.st_mode):
-            raise UnsafeLayer(f"{shown}: hardlink to a directory")
+            raise hardlink_to_directory(entry)
         os.link(tbase, base, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     finally:
         os.close(parent_fd)

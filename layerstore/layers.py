@@ -303,6 +303,21 @@ def extract_into(stream: Readable, target: Path) -> Extracted:
     return extract(TarReader(stream, read_ahead=True), target)
 
 
+def check_layer(stream: Readable) -> int:
+    """Check the tar read from `stream` against the extractor's rules without writing anything
+    (`layer_check`); the number of entries. As with `extract_into`, read the stream to its end
+    afterwards."""
+    from layerstore.layer_check import LayerCheck
+    from layerstore.tar_format import TarReader
+
+    check = LayerCheck()
+    entries = 0
+    for entry in TarReader(stream, read_ahead=True):
+        check.admit(entry)
+        entries += 1
+    return entries
+
+
 def _raise_if_damaged(raw: VerifyingReader, layer: Layer) -> None:
     """After a decoding error, say whether the blob itself is damaged (the more useful message)."""
     try:

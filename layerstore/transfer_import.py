@@ -25,6 +25,7 @@ from layerstore.images import Image
 from layerstore.layers import Layer, remove_tree
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
+from layerstore.transfer_libc import WRITEBACK_STEP, start_writeback
 from layerstore.transfer_tee import BUFFER, DEPTH, BufferPool, LayerTee
 from layerstore.transfer_verify import CHUNK, Readable, SizeMismatch, expansion_limit, hasher_for
 from pybuild.errors import DigestMismatch, StoreError
@@ -89,7 +90,8 @@ class Staging:
         """Write `source` (a reader, or an iterable of chunks) to a staged file and hash it; when
         `layer` and its first bytes look like a layer (gzip, zstd, tar), also decompress it (bounded)
         and extract it (safely) on the side, for its diff_id and its unpacked directory: one pass,
-        nothing is read back. With `expected` (and `expected_size`) the content must be that blob,
+        nothing is read back. Without `extract` the layer is only checked against the extractor's
+        rules (`layer_check`), and unpacked on its first use. With `expected` (and `expected_size`) the content must be that blob,
         or DigestMismatch/SizeMismatch; the size is checked as the bytes arrive."""
         with self._lock:
             self._n += 1
@@ -294,11 +296,13 @@ class _BlobFile:
     descriptor's): ext4 then skips the per-page delayed-allocation work on every write, a third of
     the write's CPU time; where the file system cannot (or the disk is too full) the writes go as
     usual, and a stream that stops short is refused by its size check and its file removed, so the
-    zeros allocated past its end are never published. `sync` makes it read-only (0444, as every
-    blob is) and durable before it is published."""
+    zeros allocated past its end are never published. Writeback starts every WRITEBACK_STEP bytes
+    (`transfer_libc.start_writeback`); `sync` makes it read-only (0444, as every blob is) and
+    durable before it is published."""
 
     def __init__(self, path: Path, size: int | None) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.written = self.flushed = 0  # bytes written; of those, bytes whose writeback was started
         if size:
             try:
                 os.posix_fallocate(self.fd, 0, size)
@@ -307,6 +311,10 @@ class _BlobFile:
 
     def write(self, data: memoryview) -> None:
         _write_all(self.fd, data)
+        self.written += len(data)
+        if self.written - self.flushed >= WRITEBACK_STEP:
+            start_writeback(self.fd, self.flushed, self.written - self.flushed)
+            self.flushed = self.written
 
     def sync(self) -> None:
         os.fchmod(self.fd, 0o444)

@@ -1,8 +1,10 @@
 """Pull and push: images between the store and OCI registries.
 
 `pull_image` resolves a reference (an index or manifest list to one platform), downloads the config
-and the layers the store lacks (three at a time) into staging, verifies all of them, publishes them
-and tags the image, as transfer_import promises: a refused pull leaves no tag and no blob.
+and the layers the store lacks (three at a time) into staging, verifies all of them (digests,
+diff_ids, and each layer against the extractor's rules), publishes them and tags the image, as
+transfer_import promises: a refused pull leaves no tag and no blob. Layers are unpacked when first
+used (`Layers.unpack`), not by the pull: a pull that is pushed or saved on never writes the files.
 `push_image` uploads the config and layers (each: HEAD, else a mount from another repository of the
 same registry that the store knows holds it, else an upload), then the manifest, last.
 """
@@ -77,9 +79,10 @@ def _pull(store: Store, client: RegistryClient, ref: Reference, platform: Platfo
 
         def fetch(desc: Descriptor) -> None:
             # Staging checks the digest and the size of what arrives; no second hash on the way.
+            # The layer is checked, not unpacked: that waits for its first use (see layer_check).
             with client.open_blob(repo, desc.digest, desc.size, verify=False) as body:
                 staging.stage(body, what=f"{what}: blob {desc.digest}", size_hint=desc.size,
-                              expected=desc.digest, expected_size=desc.size)
+                              expected=desc.digest, expected_size=desc.size, extract=False)
             progress(f"  blob {desc.digest} ({desc.size} bytes) done")
 
         _in_parallel(fetch, list(wanted.values()), "pull", cancel=staging.cancel)

@@ -1,5 +1,5 @@
 """One pass over an incoming layer: the bytes written to its staged blob file are also decompressed,
-hashed (the diff_id) and extracted on the way.
+hashed (the diff_id) and extracted (or, for a pull, only checked) on the way.
 
 `LayerTee` takes the compressed stream in pieces (`write`) from the thread that downloads or reads
 the blob and hashes and writes it; a helper thread decompresses each piece (bounded against bombs),
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import cast
 
 from layerstore.compression import Readable
-from layerstore.layers import HashingReader, extract_into
+from layerstore.layers import HashingReader, check_layer, extract_into
 from layerstore.transfer_verify import CHUNK, BoundedDecompressor
 from pybuild.errors import StoreError
 
@@ -67,7 +67,8 @@ class BufferPool:
 class LayerTee:
     """Compressed pieces in through `write`, in order; `finish` waits for the helper thread and
     returns (diff_id, uncompressed size), or raises what it raised (UnsafeLayer, ExpansionLimit,
-    a damaged stream ...). With `target`, the layer is extracted into that new directory."""
+    a damaged stream ...). With `target`, the layer is extracted into that new directory; without,
+    it is only checked against the extractor's rules (`layer_check`)."""
 
     def __init__(self, compression: str, limit: int, what: str, target: Path | None,
                  pool: BufferPool | None = None) -> None:
@@ -154,13 +155,15 @@ class LayerTee:
     def _run(self) -> None:
         try:
             tar = self._tar
-            if self.target is not None:
-                self.target.mkdir()
-                os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
-                try:
+            try:
+                if self.target is not None:
+                    self.target.mkdir()
+                    os.chmod(self.target, 0o755)  # the layer root, unless the tar has a "./" entry
                     extract_into(tar, self.target)
-                except StoreError as e:
-                    raise type(e)(f"{self._what}: {e.message}", hint=e.hint) from None
+                else:
+                    check_layer(tar)
+            except StoreError as e:
+                raise type(e)(f"{self._what}: {e.message}", hint=e.hint) from None
             while tar.read(CHUNK):  # what follows the end-of-archive blocks is part of the diff_id
                 pass
         except BaseException as e:  # noqa: BLE001 - handed to the producer in write/finish
