@@ -14,6 +14,7 @@
 
     python3 bench/transfer_bench.py [--mb 500] [--small-mb 100] [--layers 5] [--runs 5] [--only pull]
 
+Each phase starts once the disk has written back what the phases before it wrote (`settle`).
 Each figure is the best and the median of `--runs` runs, the tools taking turns, with the CPU time
 (user + system, all threads and child processes) beside the wall time, and the registry's own CPU
 time during the run: the machine may be shared, and on two cores the registry competes with the
@@ -130,6 +131,14 @@ def make_image(root: Path, mb: int, layers: int, tag: str) -> None:
         store.tag(parent, tag)
 
 
+def settle() -> None:
+    """Let the disk finish writing back what earlier phases wrote (gigabytes: archives, registry
+    storage) before a phase starts, so that each phase measures the same as when run alone with
+    `--only`. On the VMs these figures come from, a write into the page cache while gigabytes are
+    still being written back can cost several times its usual CPU time."""
+    os.sync()
+
+
 def best(n: int, make_cmd: Callable[[int], list[str]]) -> Figures:
     """`n` runs (each with a fresh destination)."""
     return Figures(tuple(timed(make_cmd(i)) for i in range(n)))
@@ -137,14 +146,15 @@ def best(n: int, make_cmd: Callable[[int], list[str]]) -> Figures:
 
 def alternate(n: int, work: Path, makers: list[Callable[[Any], list[str]]], *, fresh_registry: bool = False,
               registry: Registry | None = None, keep: bool = False) -> list[Figures]:
-    """`n` runs of each command, the commands taking turns so that they meet the same machine
-    (this one's disk is noisy). With `fresh_registry`, each run pushes to a new, empty registry
+    """`n` runs of each command, the commands taking turns (in alternating order) so that they meet
+    the same machine (this one's disk and memory are noisy). With `fresh_registry`, each run pushes to a new, empty registry
     (nothing can be skipped or mounted) and its maker gets the registry's host; otherwise it gets
     the run number, and what it wrote is removed afterwards (unless `keep`), so that each run
     writes afresh. The CPU time of the registry in use is recorded with each run."""
     runs: list[list[Run]] = [[] for _ in makers]
     for i in range(n):
-        for k, make in enumerate(makers):
+        order = list(enumerate(makers))
+        for k, make in order if i % 2 == 0 else order[::-1]:  # neither tool always meets the machine first
             if not fresh_registry:
                 runs[k].append(timed(make(f"{k}-{i}"), watch=registry.proc.pid if registry else None))
                 for leftover in [] if keep else work.glob(f"*-{k}-{i}"):
@@ -199,6 +209,7 @@ def main() -> None:
             rss.setdefault("push", {})[tag] = best(1, lambda i: pb(root, "push", "-q", tag, f"{reg.host}/bench/{name}:1")).rss
             rss.setdefault("pull", {})[tag] = best(1, lambda i: pb(work / f"pulled-{name}", "pull", "-q", f"{reg.host}/bench/{name}:1")).rss
         if "save" in only:
+            settle()
             save = best(n, lambda i: pb(root, "save", "big:1", "-o", str(work / f"big-{i}.tar")))
             storage = ["--root", str(work / "b-root"), "--runroot", str(work / "b-run"), "--storage-driver", "vfs"]
             subprocess.run(["buildah", *storage, "pull", f"oci-archive:{work / 'big-0.tar'}:big:1"], check=True,
@@ -208,6 +219,7 @@ def main() -> None:
             print(f"save big:  pybuild {save.show()}   buildah push oci-archive: {buildah.show()}   "
                   f"speed-up {buildah.best / save.best:4.1f}x best, {buildah.median / save.median:4.1f}x median (target >= 5x)")
         if "push" in only:
+            settle()
             push, skopeo_push = alternate(n, work, [
                 lambda host: pb(root, "push", "-q", "big:1", f"{host}/bench/pushed:1"),
                 lambda host: ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{root}:big:1", f"docker://{host}/bench/pushed:1"],
@@ -215,6 +227,7 @@ def main() -> None:
             print(f"push big:  pybuild {push.show()}   skopeo copy {skopeo_push.show()}   "
                   f"ratio {skopeo_push.best / push.best:4.2f} best, {skopeo_push.median / push.median:4.2f} median (target >= 1)")
         if "pull" in only:
+            settle()
             pull_cmds: list[Callable[[Any], list[str]]] = [
                 lambda i: pb(work / f"pb-pull-{i}", "pull", "-q", f"{reg.host}/bench/big:1"),
                 lambda i: ["skopeo", "copy", "--src-tls-verify=false", f"docker://{reg.host}/bench/big:1",

@@ -45,7 +45,9 @@ class LayerCheck:
         where = self._walk(parent, entry.name, create=True)
         if base.startswith(WHITEOUT_PREFIX):
             if base != OPAQUE_MARKER:  # `.wh.NAME` becomes a (non-directory) whiteout NAME
-                self._make_room(where + base[len(WHITEOUT_PREFIX):], False, entry.name)
+                hidden = where + base[len(WHITEOUT_PREFIX):]
+                self._make_room(hidden, False, entry.name)
+                self._is_dir[hidden] = False
             return
         path = where + base
         is_dir = entry.type == DIRECTORY

@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 HEAD = 1024  # the first bytes of a blob that say whether it is a layer (looks_like_layer)
+# Bytes per write(2) of a staged blob, as Go's io.Copy writes (skopeo). Megabyte writes make the
+# kernel (6.x ext4, large folios) take page-cache folios of up to a megabyte, and on VMs whose
+# balloon hands free memory back to the host (free page reporting, as on the machines pybuild is
+# benchmarked on) those come from exactly the blocks that were handed back, so every copy into
+# them waits for the host: up to 45% of a pull's CPU time, pulls half again slower
+# (bench/transfer_bench.py after its push phase). Small folios come from memory the VM still holds.
+WRITE_PIECE = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,8 @@ class _BlobFile:
                 log.debug("preallocating %d bytes for %s: %s", size, path, e.strerror)
 
     def write(self, data: memoryview) -> None:
-        _write_all(self.fd, data)
+        for start in range(0, len(data), WRITE_PIECE):
+            _write_all(self.fd, data[start:start + WRITE_PIECE])
         self.written += len(data)
         if self.written - self.flushed >= WRITEBACK_STEP:
             start_writeback(self.fd, self.flushed, self.written - self.flushed)

@@ -59,8 +59,16 @@ def test_a_legal_layer_passes_as_the_extractor_takes_it(case: str, tmp_path: Pat
     assert check_layer(io.BytesIO(data)) == done.entries
 
 
-def test_a_non_directory_in_a_path_is_refused_whatever_it_is() -> None:
-    for kind in (tarfile.REGTYPE, SYM, FIFO):
-        data = tar_bytes([member("x", kind, link="t"), member("x/y", data=b"z")])
-        with pytest.raises(UnsafeLayer, match=re.escape("x/y: path goes through x, which is not a directory")):
-            check_layer(io.BytesIO(data))
+@pytest.mark.root
+@pytest.mark.parametrize("first", [
+    member("x", data=b"file"), member("x", SYM, link="t"), member("x", FIFO), member(".wh.x", data=b""),
+], ids=["file", "symlink", "fifo", "whiteout"])
+def test_a_non_directory_in_a_path_is_refused_whatever_it_is(first: tuple, tmp_path: Path) -> None:
+    data = tar_bytes([first, member("x/y", data=b"z")])
+    message = "x/y: path goes through x, which is not a directory"
+    with pytest.raises(UnsafeLayer, match=re.escape(message)):
+        check_layer(io.BytesIO(data))
+    target = tmp_path / "t"
+    target.mkdir()
+    with pytest.raises(UnsafeLayer, match=re.escape(message)):
+        extract(TarReader(io.BytesIO(data)), target)
