@@ -34,13 +34,14 @@ log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 HEAD = 1024  # the first bytes of a blob that say whether it is a layer (looks_like_layer)
-# Bytes per write(2) of a staged blob, as Go's io.Copy writes (skopeo). Megabyte writes make the
-# kernel (6.x ext4, large folios) take page-cache folios of up to a megabyte, and on VMs whose
-# balloon hands free memory back to the host (free page reporting, as on the machines pybuild is
-# benchmarked on) those come from exactly the blocks that were handed back, so every copy into
-# them waits for the host: up to 45% of a pull's CPU time, pulls half again slower
-# (bench/transfer_bench.py after its push phase). Small folios come from memory the VM still holds.
-WRITE_PIECE = 32 * 1024
+# Bytes per write(2) of a staged blob. Megabyte writes make the kernel (6.x ext4, large folios)
+# take page-cache folios of up to a megabyte, and on VMs whose balloon hands free memory back to
+# the host (free page reporting, as on the machines pybuild is benchmarked on) those come from
+# exactly the blocks that were handed back, so every copy into them waits for the host: up to 45%
+# of a pull's CPU time, pulls half again slower (bench/transfer_bench.py after its push phase).
+# Small folios come from memory the VM still holds. 64 KiB pieces are unaffected and cost
+# nothing measurable when memory is at hand; 32 KiB ones (Go's io.Copy, skopeo) cost 5% in calls.
+WRITE_PIECE = 64 * 1024
 
 
 @dataclass(frozen=True)
