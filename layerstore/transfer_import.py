@@ -2,7 +2,8 @@
 
 Every incoming blob is first written to a private staging directory under the store's `tmp/`,
 hashed as it is written; a layer is also decompressed (with a bound, against bombs) on a helper
-thread in the same pass to get its diff_id. Only when every image of the batch checks out (blob
+thread in the same pass to get its diff_id, and extracted (load) or checked against the
+extractor's rules (pull). Only when every image of the batch checks out (blob
 digests, sizes, diff_ids against the config, the history invariant, no missing blob) are the staged
 files renamed into `blobs/`, the layer records and commit records written, and then, last, the
 tags set. A refused load or pull therefore publishes nothing and tags nothing; its staging
@@ -46,9 +47,10 @@ WRITE_PIECE = 64 * 1024
 
 @dataclass(frozen=True)
 class Staged:
-    """A file staged for the store: its digest and size (computed). A file that looks like a layer
-    (gzip, zstd or tar) was also extracted, safely, to `unpacked`, and `diff_id` and
-    `uncompressed_size` describe its tar; for anything else they are the digest and size."""
+    """A file staged for the store: its digest and size (computed). For a file that looks like a
+    layer (gzip, zstd or tar), `diff_id` and `uncompressed_size` describe its tar, which was checked
+    against the extractor's rules or (staged with `extract`) extracted, safely, to `unpacked`; for
+    anything else they are the digest and size."""
 
     path: Path
     digest: str
