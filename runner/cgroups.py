@@ -16,6 +16,7 @@ a removed one, are no-ops.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import time
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pybuild.errors import RuntimeError_
+
+log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer", "devices")
@@ -220,6 +223,39 @@ class Cgroup:
                     self.kill_all()
                     time.sleep(_POLL)
             _remove_if_unused(Path(d).parent)
+
+
+STEP_PREFIX = "run-"  # the groups of build steps (Sandbox's default name), which no record names
+
+
+def sweep_steps(min_age: float, *, dry_run: bool = False, hierarchies: Hierarchies | None = None) -> list[str]:
+    """Remove the empty groups of build steps older than `min_age` seconds, and return their
+    names. A step's group is removed by the build that made it; one whose build was killed
+    (SIGKILL, a crash, the machine going down mid-step) stays, and, as no container record names
+    it, only this finds it. A group with a process in it is left alone, whatever its age, and so
+    is one that just appeared (its step may not have joined it yet)."""
+    h = hierarchies or discover()
+    parents = [h.unified / "pybuild"] if h.version == 2 and h.unified else [d / "pybuild" for d in h.v1.values()]
+    now = time.time()
+    swept: set[str] = set()
+    for parent in parents:
+        try:
+            children = [c for c in parent.iterdir() if c.name.startswith(STEP_PREFIX) and c.is_dir()]
+        except OSError:
+            continue  # no group of ours in this hierarchy
+        for child in children:
+            try:
+                if (child / "cgroup.procs").read_text().split() or now - child.stat().st_mtime < min_age:
+                    continue
+                if not dry_run:
+                    os.rmdir(child)
+            except OSError as e:  # gone meanwhile, or not ours to remove (not root)
+                log.debug("step cgroup %s kept: %s", child, e.strerror)
+                continue
+            swept.add(child.name)
+        if not dry_run:
+            _remove_if_unused(parent)
+    return sorted(swept)
 
 
 def _remove_if_unused(parent: Path) -> None:

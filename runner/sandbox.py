@@ -68,7 +68,7 @@ class Sandbox:
             raise RuntimeError_(f"network mode {spec.network!r} is not supported (none or host)")
         self.spec = spec
         self.dirs = ScratchDirs(scratch)
-        self.cgroup_name = cgroup_name or f"run-{os.urandom(8).hex()}"
+        self.cgroup_name = cgroup_name or f"{cgroups.STEP_PREFIX}{os.urandom(8).hex()}"
         self.cgroup: cgroups.Cgroup | None = None
         self.plan: RootfsPlan | None = None
         self.launched: Launched | None = None

@@ -18,21 +18,24 @@ from pybuild.cli import Globals
 @click.pass_obj
 def gc(g: Globals, grace: float, prune_cache: bool, cache_mounts: bool, dry_run: bool, verbose: bool) -> None:
     """Remove blobs, layers, commits and temp files that no tag, build-cache entry or container
-    reaches (mark and sweep, under the exclusive store lock)."""
+    reaches (mark and sweep, under the exclusive store lock), and the cgroups of build steps whose
+    build was killed."""
     from layerstore.gc import collect
     from layerstore.store import Store
     from pybuild.formatting import human_size
+    from runner.cgroups import sweep_steps
 
     with Store.open(g.root, exclusive=True) as store:
         freed = collect(store, grace_seconds=grace, prune_cache=prune_cache, cache_mounts=cache_mounts, dry_run=dry_run)
+    cgroups = sweep_steps(grace, dry_run=dry_run)
     if verbose:
-        for item in freed.items:
+        for item in [*freed.items, *(f"cgroup {name}" for name in cgroups)]:
             click.echo(("would remove " if dry_run else "removed ") + item)
     counts = [f"{freed.blobs} blobs", f"{freed.commits} commits", f"{freed.unpacked} unpacked layers",
               f"{freed.layer_records} layer records", f"{freed.cache_entries} cache entries",
               f"{freed.tmp_entries} temp entries"]
     extras = [(freed.build_files, "build-cache files"), (freed.cache_mounts, "cache mounts"),
-              (freed.containers, "unfinished containers")]
+              (freed.containers, "unfinished containers"), (len(cgroups), "build-step cgroups")]
     counts += [f"{n} {what}" for n, what in extras if n]
     click.echo(f"{'Would free' if dry_run else 'Freed'} {human_size(freed.bytes)}: {', '.join(counts)}")
 

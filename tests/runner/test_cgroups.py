@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from pybuild.errors import RuntimeError_
 from runner import cgroups
 from runner.cgroups import Cgroup, Hierarchies, Limits
+from tests.conftest import Pybuild
 
 pytestmark = pytest.mark.root
 
@@ -95,3 +97,44 @@ def test_state_round_trip() -> None:
     cg = Cgroup(1, {"memory": "/sys/fs/cgroup/memory/pybuild/x"})
     assert Cgroup.from_json(cg.to_json()) == cg
     assert os.fspath(cg.dir("memory") or "") == "/sys/fs/cgroup/memory/pybuild/x"
+
+
+def test_sweep_removes_only_empty_old_build_step_groups(sleeper: subprocess.Popen[bytes]) -> None:
+    # what a build killed mid-step leaves (made two hours ago), a step still running, a step that
+    # has just made its group, and a container's group
+    killed = cgroups.create(f"{cgroups.STEP_PREFIX}killed-build", Limits())
+    running = cgroups.create(f"{cgroups.STEP_PREFIX}running-step", Limits())
+    starting = cgroups.create(f"{cgroups.STEP_PREFIX}starting-step", Limits())
+    container = cgroups.create("0123456789abcdef-container", Limits())
+    groups = (killed, running, starting, container)
+    try:
+        running.join_pid(sleeper.pid)
+        long_ago = time.time() - 7200
+        for cg in (killed, running, container):
+            for d in cg.dirs.values():
+                os.utime(d, (long_ago, long_ago))
+        name = f"{cgroups.STEP_PREFIX}killed-build"
+        assert name in cgroups.sweep_steps(3600, dry_run=True)
+        assert killed.exists()
+        assert name in cgroups.sweep_steps(3600)
+        assert not killed.exists()
+        assert running.pids() == [sleeper.pid] and starting.exists() and container.exists()
+    finally:
+        for cg in groups:
+            cg.remove()
+    assert not any(cg.exists() for cg in groups)
+
+
+def test_gc_removes_the_group_of_a_killed_build_step(pb: Pybuild) -> None:
+    leftover = cgroups.create(f"{cgroups.STEP_PREFIX}gc-leftover", Limits())
+    try:
+        long_ago = time.time() - 7200
+        for d in leftover.dirs.values():
+            os.utime(d, (long_ago, long_ago))
+        listed = pb("gc", "--dry-run", "-v").stdout
+        assert f"would remove cgroup {cgroups.STEP_PREFIX}gc-leftover" in listed and leftover.exists()
+        out = pb("gc", "-v").stdout
+        assert f"removed cgroup {cgroups.STEP_PREFIX}gc-leftover" in out and "build-step cgroups" in out
+        assert not leftover.exists()
+    finally:
+        leftover.remove()
