@@ -74,7 +74,12 @@ def go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-PS_HEADER = ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")
+# the fields of `docker ps --format` and their column headers; the columns docker ps shows
+PS_FIELDS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+             "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Names": "NAMES",
+             "Networks": "NETWORKS"}
+PS_COLUMNS = ("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names")
+PS_HEADER = tuple(PS_FIELDS[f] for f in PS_COLUMNS)
 
 
 def status_text(s: ContainerState, now: float) -> str:
@@ -99,22 +104,34 @@ def ps_command(argv: Sequence[str]) -> str:
     return " ".join([*argv[:1], *(f"'{a}'" if " " in a else a for a in argv[1:])])
 
 
-def ps_rows(states: Sequence[ContainerState], now: float, *, no_trunc: bool = False) -> list[tuple[str, ...]]:
-    """The rows of `docker ps` for `states` (without the header, PS_HEADER)."""
+def ps_fields(s: ContainerState, now: float, *, no_trunc: bool = False) -> dict[str, str]:
+    """One container as the fields of `docker ps --format` (PS_FIELDS)."""
     from runner import state
 
-    rows: list[tuple[str, ...]] = []
-    for s in states:
-        command = ps_command(s.config.argv)
-        rows.append(
-            (
-                s.id if no_trunc else s.short_id,
-                s.image,
-                go_quote(command if no_trunc else ellipsis(command, 20)),
-                human_duration(now - (state.parse_time(s.created) or now)) + " ago",
-                status_text(s, now),
-                "",
-                s.name,
-            )
-        )
-    return rows
+    command = ps_command(s.config.argv)
+    created = state.parse_time(s.created)
+    return {
+        "ID": s.id if no_trunc else s.short_id,
+        "Image": s.image,
+        "Command": go_quote(command if no_trunc else ellipsis(command, 20)),
+        "CreatedAt": go_time(created) if created is not None else "",
+        "RunningFor": human_duration(now - (created or now)) + " ago",
+        "Ports": "",
+        "State": s.status,
+        "Status": status_text(s, now),
+        "Names": s.name,
+        "Networks": s.config.network,
+    }
+
+
+def ps_rows(states: Sequence[ContainerState], now: float, *, no_trunc: bool = False) -> list[tuple[str, ...]]:
+    """The rows of `docker ps` for `states` (without the header, PS_HEADER)."""
+    return [tuple(f[k] for k in PS_COLUMNS) for f in (ps_fields(s, now, no_trunc=no_trunc) for s in states)]
+
+
+def go_time(epoch: float) -> str:
+    """A time as Go's time.Time.String() prints it in the local zone (`2024-05-06 07:08:09 +0000
+    UTC`): the CreatedAt of docker's --format fields."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(int(epoch)).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z")

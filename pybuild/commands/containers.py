@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pybuild.errors import PybuildError, RuntimeError_
+from pybuild.templates import FORMAT_HELP
 
 if TYPE_CHECKING:
     from layerstore.oci import ContainerConfig
@@ -193,15 +194,18 @@ def run(g: Globals, /, **kw: Any) -> int:
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers (default: running ones).")
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate IDs and commands.")
+@click.option("--format", "fmt", metavar="TEMPLATE", help=FORMAT_HELP)
 @click.pass_obj
 @_exits_1
-def ps(g: Globals, show_all: bool, quiet: bool, no_trunc: bool) -> None:
+def ps(g: Globals, show_all: bool, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
     """List containers, as docker ps."""
     import time
 
-    from pybuild.formatting import PS_HEADER, ps_rows, table
+    from pybuild.formatting import PS_FIELDS, PS_HEADER, ps_fields, ps_rows, table
+    from pybuild.templates import parse_format, render_rows
     from runner import containers, state
 
+    template = parse_format(fmt) if fmt and not quiet else None
     states = containers.list_states(g.root)
     if not show_all:
         states = [s for s in states if s.status in (state.RUNNING, state.PAUSED)]
@@ -209,7 +213,13 @@ def ps(g: Globals, show_all: bool, quiet: bool, no_trunc: bool) -> None:
         for s in states:
             click.echo(s.id if no_trunc else s.short_id)
         return
-    click.echo(table([PS_HEADER, *ps_rows(states, time.time(), no_trunc=no_trunc)]))
+    now = time.time()
+    if template is not None:
+        text = render_rows(template, [ps_fields(s, now, no_trunc=no_trunc) for s in states], PS_FIELDS)
+        if text:
+            click.echo(text)
+        return
+    click.echo(table([PS_HEADER, *ps_rows(states, now, no_trunc=no_trunc)]))
 
 
 @click.command()

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pybuild.cli import Globals
-from pybuild.formatting import human_duration, human_size, table
+from pybuild.formatting import go_time, human_duration, human_size, table
+from pybuild.templates import FORMAT_HELP, parse_format, render_rows
 
 if TYPE_CHECKING:
     from layerstore.images import CommitRecord, Image
@@ -81,16 +82,18 @@ def _docker_bool(ctx: click.Context, param: click.Parameter, value: str) -> bool
 @click.option("--no-trunc", is_flag=True, help="Do not shorten ids.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE.")
+@click.option("--format", "fmt", metavar="TEMPLATE", help=FORMAT_HELP)
 @click.argument("repository", required=False)
 @click.pass_obj
 def images(g: Globals, all_: bool, quiet: bool, digests: bool, no_trunc: bool, filters: tuple[str, ...],
-           repository: str | None) -> None:
+           fmt: str | None, repository: str | None) -> None:
     """List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE (as docker images). Untagged images
     are listed when nothing builds on them and no build-cache entry keeps them (dangling), all of
     them with -a."""
     from layerstore.digests import short_id
     from layerstore.store import Store
 
+    template = parse_format(fmt) if fmt and not quiet else None
     with Store.open(g.root) as store:
         match = _row_filter(store, filters, repository)
         records = {r.manifest: r for r in store.images.all_commits()}
@@ -115,13 +118,33 @@ def images(g: Globals, all_: bool, quiet: bool, digests: bool, no_trunc: bool, f
         if ids:
             click.echo("\n".join(ids))
         return
-    header = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    out = [header]
-    for r in rows:
-        image_id = r.record.config if no_trunc else short_id(r.record.config)
-        out.append([r.repository, r.tag] + ([r.digest] if digests else [])
-                   + [image_id, ago(r.record.created, now), human_size(r.record.size)])
-    click.echo(table(out))
+    fields = [{
+        "ID": r.record.config if no_trunc else short_id(r.record.config),
+        "Repository": r.repository,
+        "Tag": r.tag,
+        "Digest": r.digest,
+        "CreatedSince": ago(r.record.created, now),
+        "CreatedAt": go_time(r.created) if r.created is not None else "",
+        "Size": human_size(r.record.size),
+    } for r in rows]
+    if template is not None:
+        _echo(render_rows(template, fields, IMAGE_FIELDS))
+        return
+    columns = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
+    click.echo(table([[IMAGE_FIELDS[c] for c in columns], *([f[c] for c in columns] for f in fields)]))
+
+
+# the fields of `docker images --format` and their column headers
+IMAGE_FIELDS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE"}
+# the fields of `docker history --format` and their column headers
+HISTORY_FIELDS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "CreatedBy": "CREATED BY",
+                  "Size": "SIZE", "Comment": "COMMENT"}
+
+
+def _echo(text: str) -> None:
+    if text:
+        click.echo(text)
 
 
 @dataclass(frozen=True)
@@ -364,12 +387,15 @@ def _container_json(root: Path, name: str) -> dict[str, Any] | None:
 
 @click.command()
 @click.option("--type", "kind", type=click.Choice(["image", "container"]), help="Only look for this kind of object.")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help=FORMAT_HELP)
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
-def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
-    """Show images (or containers) as a JSON array."""
+def inspect(g: Globals, kind: str | None, fmt: str | None, names: tuple[str, ...]) -> None:
+    """Show images (or containers) as a JSON array, or each through a template (-f)."""
     from layerstore.store import Store
     from pybuild.errors import NotFound
+
+    template = parse_format(fmt) if fmt else None
 
     docs: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -387,7 +413,10 @@ def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
                 missing.append(name)
             else:
                 docs.append(doc)
-    click.echo(json.dumps(docs, indent=4))
+    if template is None:
+        click.echo(json.dumps(docs, indent=4))
+    for doc in docs if template is not None else []:
+        click.echo(template.render(doc))
     if missing:
         for name in missing[:-1]:
             click.echo(f"error: no such object: {name}", err=True)
@@ -399,19 +428,22 @@ def inspect(g: Globals, kind: str | None, names: tuple[str, ...]) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only image ids.")
 @click.option("-H", "--human", default="true", show_default=True, metavar="BOOLEAN", callback=_docker_bool,
               help="Human-readable sizes and dates (-H=false: RFC 3339 times, sizes in bytes).")
+@click.option("--format", "fmt", metavar="TEMPLATE", help=FORMAT_HELP)
 @click.argument("name")
 @click.pass_obj
-def history(g: Globals, no_trunc: bool, quiet: bool, human: bool, name: str) -> None:
+def history(g: Globals, no_trunc: bool, quiet: bool, human: bool, fmt: str | None, name: str) -> None:
     """Show an image's history, newest first (as docker history)."""
     from layerstore.digests import short_id
+    from layerstore.images import parse_time, rfc3339
     from layerstore.store import Store
 
+    template = parse_format(fmt) if fmt and not quiet else None
     with Store.open(g.root) as store:
         image = store.resolve(name)
         # which image of the commit chain each history entry ends: it is that image's last entry
         owner = {len(i.history) - 1: i.id for i in store.images.chain(image)}
         layers = iter(reversed(image.layers))
-        rows = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+        fields: list[dict[str, str]] = []
         for index in range(len(image.history) - 1, -1, -1):
             entry = image.history[index]
             size = 0
@@ -422,12 +454,22 @@ def history(g: Globals, no_trunc: bool, quiet: bool, human: bool, name: str) -> 
             image_id = owner.get(index)
             shown_id = "<missing>" if image_id is None else (image_id if no_trunc else short_id(image_id))
             created_by = entry.created_by if no_trunc or len(entry.created_by) <= 45 else entry.created_by[:44] + "…"
-            created = ago(entry.created) if human else (entry.created or "")
-            rows.append([shown_id, created, created_by, human_size(size) if human else str(size), entry.comment or ""])
+            created = parse_time(entry.created)
+            fields.append({
+                "ID": shown_id,
+                "CreatedSince": ago(entry.created) if human else (entry.created or ""),
+                "CreatedAt": rfc3339(created) if created is not None else "",
+                "CreatedBy": created_by,
+                "Size": human_size(size) if human else str(size),
+                "Comment": entry.comment or "",
+            })
     if quiet:
-        click.echo("\n".join(r[0] for r in rows[1:]))
+        click.echo("\n".join(f["ID"] for f in fields))
+    elif template is not None:
+        _echo(render_rows(template, fields, HISTORY_FIELDS))
     else:
-        click.echo(table(rows))
+        columns = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
+        click.echo(table([[HISTORY_FIELDS[c] for c in columns], *([f[c] for c in columns] for f in fields)]))
 
 
 @click.command()
