@@ -107,8 +107,10 @@ def render_rows(template: Template, rows: Sequence[Mapping[str, Any]], headers: 
         return "\n".join(lines)
     from pybuild.formatting import table
 
-    header = template.render(dict(headers), strict=fields)
-    return table([line.split("\t") for line in [header, *lines]])
+    cells = [line.split("\t") for line in [template.render(dict(headers), strict=fields), *lines]]
+    width = max(len(row) for row in cells)  # a value holding a tab makes a row longer
+    aligned = table([row + [""] * (width - len(row)) for row in cells])
+    return "\n".join(line.rstrip(" ") for line in aligned.split("\n"))
 
 
 def go_print(value: Any) -> str:

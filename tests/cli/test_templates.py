@@ -78,6 +78,8 @@ def test_rows_know_their_fields_and_table_makes_a_header_and_columns() -> None:
         "def4567890ab   db",
     ]
     assert render_rows(parse_format("table {{.Names}}"), [], headers) == "NAMES"
+    tabbed = render_rows(parse_format("table {{.ID}}"), [{"ID": "a\tb", "Names": ""}], headers).splitlines()
+    assert tabbed == ["CONTAINER ID", "a              b"]
     with pytest.raises(ParseError, match=r"can't evaluate field Nope \(fields: ID, Names\)"):
         render_rows(parse_format("{{.Nope}}"), rows, headers)
 
