@@ -26,7 +26,6 @@ from layerstore.images import Image
 from layerstore.layers import Layer, remove_tree
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
-from layerstore.transfer_libc import WRITEBACK_STEP, start_writeback
 from layerstore.transfer_tee import BUFFER, DEPTH, BufferPool, LayerTee
 from layerstore.transfer_verify import CHUNK, Readable, SizeMismatch, expansion_limit, hasher_for
 from pybuild.errors import DigestMismatch, StoreError
@@ -306,13 +305,11 @@ class _BlobFile:
     descriptor's): ext4 then skips the per-page delayed-allocation work on every write, a third of
     the write's CPU time; where the file system cannot (or the disk is too full) the writes go as
     usual, and a stream that stops short is refused by its size check and its file removed, so the
-    zeros allocated past its end are never published. Writeback starts every WRITEBACK_STEP bytes
-    (`transfer_libc.start_writeback`); `sync` makes it read-only (0444, as every blob is) and
-    durable before it is published."""
+    zeros allocated past its end are never published. `sync` makes it read-only (0444, as every
+    blob is) and durable before it is published."""
 
     def __init__(self, path: Path, size: int | None) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.written = self.flushed = 0  # bytes written; of those, bytes whose writeback was started
         if size:
             try:
                 os.posix_fallocate(self.fd, 0, size)
@@ -322,10 +319,6 @@ class _BlobFile:
     def write(self, data: memoryview) -> None:
         for start in range(0, len(data), WRITE_PIECE):
             _write_all(self.fd, data[start:start + WRITE_PIECE])
-        self.written += len(data)
-        if self.written - self.flushed >= WRITEBACK_STEP:
-            start_writeback(self.fd, self.flushed, self.written - self.flushed)
-            self.flushed = self.written
 
     def sync(self) -> None:
         os.fchmod(self.fd, 0o444)

@@ -1,11 +1,11 @@
-"""Two hints to the C library that Python's standard library has no call for, used to make a pull
-cheaper: glibc's allocator keeps freed megabyte buffers for reuse (mallopt), and a staged blob's
-writeback starts while it still arrives (sync_file_range), so that its closing fsync has little
-left to wait for. Only hints: where the C library lacks them they do nothing, and nothing depends
-on them for correctness (the fsync still makes each blob durable).
+"""A hint to the C library that Python's standard library has no call for, used to make a pull
+cheaper: glibc's allocator keeps freed megabyte buffers for reuse (mallopt). Only a hint: off
+glibc it does nothing, and nothing depends on it for correctness.
 
-(Early writeback cost more CPU than it saved while a pull also extracted every layer; since a
-pull only checks its layers, it shortens a pull in bench/transfer_bench.py.)
+(Starting a staged blob's writeback early with sync_file_range was tried twice: while a pull
+extracted its layers it cost more CPU than the closing fsync it shortened saved; once a pull only
+checked them, it made no difference that four side-by-side runs of bench/transfer_bench.py could
+tell from noise.)
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from functools import cache
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_SYNC_FILE_RANGE_WRITE = 2
-WRITEBACK_STEP = 16 << 20  # bytes written between two `start_writeback` calls
 
 
 @cache
@@ -40,13 +38,3 @@ def keep_freed_buffers() -> bool:
         return False
     ok = mallopt(_M_MMAP_THRESHOLD, 4 << 20)  # 1 MiB buffers come from the heap, not mmap
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, 64 << 20))  # and stay there once freed
-
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing `length` bytes of `fd` from `offset` to the disk, without waiting for it."""
-    sync_file_range = getattr(_libc(), "sync_file_range", None)
-    if sync_file_range is not None:
-        import ctypes
-
-        sync_file_range(fd, ctypes.c_longlong(offset), ctypes.c_longlong(length), _SYNC_FILE_RANGE_WRITE)
