@@ -25,6 +25,11 @@ from pybuild.errors import PybuildError
 DEFAULT_ROOT = "/var/lib/pybuild"
 
 
+# the help of the --format option of images, ps, history and inspect (pybuild/templates.py reads
+# the template; kept here so that declaring the option does not import the template parser)
+FORMAT_HELP = "Print each item with a Go template, as docker does ('{{.ID}} {{.Names}}', 'table {{.ID}}\\t...')."
+
+
 @dataclass(frozen=True)
 class Globals:
     """What the global options give every command (`ctx.obj`)."""

@@ -30,9 +30,6 @@ _KEYWORDS = {"if", "else", "end", "range", "with", "define", "template", "block"
              "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "call", "html", "js", "urlquery", "slice"}
 
 
-FORMAT_HELP = "Print each item with a Go template, as docker does ('{{.ID}} {{.Names}}', 'table {{.ID}}\\t...')."
-
-
 class _NoValue:
     """A missing map key, which Go prints as `<no value>`."""
 

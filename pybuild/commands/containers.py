@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pybuild.cli import FORMAT_HELP
 from pybuild.errors import PybuildError, RuntimeError_
-from pybuild.templates import FORMAT_HELP
 
 if TYPE_CHECKING:
     from layerstore.oci import ContainerConfig

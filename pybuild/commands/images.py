@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pybuild.cli import Globals
+from pybuild.cli import FORMAT_HELP, Globals
 from pybuild.formatting import go_time, human_duration, human_size, table
-from pybuild.templates import FORMAT_HELP, parse_format, render_rows
 
 if TYPE_CHECKING:
     from layerstore.images import CommitRecord, Image
@@ -93,6 +92,8 @@ def images(g: Globals, all_: bool, quiet: bool, digests: bool, no_trunc: bool, f
     from layerstore.digests import short_id
     from layerstore.store import Store
 
+    from pybuild.templates import parse_format
+
     template = parse_format(fmt) if fmt and not quiet else None
     with Store.open(g.root) as store:
         match = _row_filter(store, filters, repository)
@@ -128,6 +129,8 @@ def images(g: Globals, all_: bool, quiet: bool, digests: bool, no_trunc: bool, f
         "Size": human_size(r.record.size),
     } for r in rows]
     if template is not None:
+        from pybuild.templates import render_rows
+
         _echo(render_rows(template, fields, IMAGE_FIELDS))
         return
     columns = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
@@ -395,6 +398,8 @@ def inspect(g: Globals, kind: str | None, fmt: str | None, names: tuple[str, ...
     from layerstore.store import Store
     from pybuild.errors import NotFound
 
+    from pybuild.templates import parse_format
+
     template = parse_format(fmt) if fmt else None
 
     docs: list[dict[str, Any]] = []
@@ -436,6 +441,7 @@ def history(g: Globals, no_trunc: bool, quiet: bool, human: bool, fmt: str | Non
     from layerstore.digests import short_id
     from layerstore.images import parse_time, rfc3339
     from layerstore.store import Store
+    from pybuild.templates import parse_format, render_rows
 
     template = parse_format(fmt) if fmt and not quiet else None
     with Store.open(g.root) as store:
