@@ -10,7 +10,6 @@ big ones, resuming from what the registry acknowledged when a chunk fails.
 
 from __future__ import annotations
 
-import logging
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from layerstore import auth
 from layerstore.blobs import CHUNK, VerifyingReader
 from layerstore.compression import Readable
 from layerstore.digests import SizeMismatch, check_bytes, digest_of, json_object
+from layerstore.lazylog import Logger
 from layerstore.registry_auth import repository_scope
 from layerstore.registry_http import (
     BodySource,
@@ -43,7 +43,7 @@ from layerstore.transfer_media import (
 from layerstore.transfer_verify import copy_verified
 from pybuild.errors import DigestMismatch, RegistryError
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # blobs up to this go up in one PUT
 UPLOAD_CHUNK = 64 * 1024 * 1024  # bigger ones in PATCH chunks of this size
@@ -389,7 +389,7 @@ def _slice(source: BodySource, offset: int, length: int) -> BodySource:
 
 
 class _Limited:
-    """At most `length` bytes of `f` (http.client reads a body until EOF)."""
+    """At most `length` bytes of `f` (the transport sends a body reader to its end)."""
 
     def __init__(self, f: BinaryIO, length: int) -> None:
         self._f, self._left = f, length

@@ -13,27 +13,28 @@ Statuses other than those are the caller's to judge (`raise_for_status`).
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
-import logging
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.message import Message
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from layerstore import http1
 from layerstore.auth import Credentials
+from layerstore.lazylog import Logger
 from layerstore.registry_auth import Authenticator, parse_challenges
 from pybuild import __version__
 from pybuild.errors import RegistryError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import ssl
+
+log = Logger(__name__)
 
 USER_AGENT = f"pybuild/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -101,10 +102,10 @@ Body = bytes | BodySource | None
 @dataclass
 class Response:
     status: int
-    headers: Message
+    headers: http1.Headers
     url: str
     body: bytes = b""
-    raw: http.client.HTTPResponse | None = None
+    raw: http1.Response | None = None
     _release: Callable[[], None] | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str | None:
@@ -122,15 +123,15 @@ class Response:
             return raw.readinto(buf)
 
     @contextmanager
-    def _reading(self) -> Iterator[http.client.HTTPResponse]:
+    def _reading(self) -> Iterator[http1.Response]:
         """The streamed body, with a lost connection turned into a TransientError (retried)."""
         if self.raw is None:
             raise RegistryError("response body is not streamed")
         try:
             yield self.raw
-        except http.client.IncompleteRead:
+        except http1.IncompleteRead:
             raise TransientError(f"{_short(self.url)}: connection closed mid-body") from None
-        except (OSError, http.client.HTTPException) as e:
+        except OSError as e:
             raise TransientError(f"{_short(self.url)}: reading the body failed: {e}") from None
 
     def close(self) -> None:
@@ -149,13 +150,15 @@ class _Pool:
     """Idle kept-alive connections by (scheme, host). Thread-safe."""
 
     def __init__(self, tls_verify: bool, timeout: float) -> None:
-        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str], list[http1.Connection]] = {}
         self._lock = threading.Lock()
         self._timeout = timeout
         self._tls_verify = tls_verify
         self._ctx: ssl.SSLContext | None = None  # made on first https use: loading CAs costs ~20 ms
 
     def _context(self) -> ssl.SSLContext:
+        import ssl  # only for https: ~3 ms
+
         with self._lock:
             if self._ctx is None:
                 ctx = ssl.create_default_context()
@@ -165,20 +168,17 @@ class _Pool:
                 self._ctx = ctx
             return self._ctx
 
-    def get(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool]:
+    def get(self, scheme: str, host: str) -> tuple[http1.Connection, bool]:
         with self._lock:
             idle = self._idle.get((scheme, host))
             if idle:
                 return idle.pop(), True
         return self.get_new(scheme, host)
 
-    def get_new(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool]:
-        if scheme == "https":
-            return http.client.HTTPSConnection(host, timeout=self._timeout, context=self._context(),
-                                              blocksize=BLOCK), False
-        return http.client.HTTPConnection(host, timeout=self._timeout, blocksize=BLOCK), False
+    def get_new(self, scheme: str, host: str) -> tuple[http1.Connection, bool]:
+        return http1.Connection(scheme, host, timeout=self._timeout, tls_context=self._context, blocksize=BLOCK), False
 
-    def put(self, scheme: str, host: str, conn: http.client.HTTPConnection) -> None:
+    def put(self, scheme: str, host: str, conn: http1.Connection) -> None:
         with self._lock:
             self._idle.setdefault((scheme, host), []).append(conn)
 
@@ -252,12 +252,12 @@ class Transport:
             for scheme in schemes_to_try(self.host, self.tls_verify):
                 try:
                     resp = self._send_once("GET", f"{scheme}://{self.host}/v2/", {}, None, False)
-                except ssl.SSLCertVerificationError as e:
+                except http1.CertificateError as e:
                     raise RegistryError(
                         f"{self.host}: TLS certificate not trusted: {e.verify_message}",
                         hint="use --tls-verify=false for a registry with a self-signed certificate",
                     ) from None
-                except (OSError, http.client.HTTPException, _Retry) as e:
+                except (OSError, _Retry) as e:
                     errors.append(f"{scheme}: {e}")
                     continue
                 if resp.status not in (200, 401):
@@ -351,10 +351,13 @@ class Transport:
                         hdrs["Content-Length"] = str(len(body or b""))
                     conn.request(method, target, body=body, headers=hdrs)
                 raw = conn.getresponse()
-            except ssl.SSLCertVerificationError:
+            except http1.CertificateError:
                 conn.close()
                 raise
-            except (ConnectionError, http.client.HTTPException, TimeoutError, socket.timeout, OSError) as e:
+            except ValueError as e:  # a URL or header that must not be sent (a hostile Location)
+                conn.close()
+                raise RegistryError(f"{host}: {e}") from None
+            except OSError as e:  # refused, reset, timed out, or the server broke HTTP
                 conn.close()
                 if isinstance(e, socket.gaierror):
                     raise RegistryError(f"{host}: cannot resolve the registry's name ({e.strerror})") from None
@@ -367,7 +370,7 @@ class Transport:
             return self._wrap(raw, conn, scheme, host, url, method, stream)
         raise _Retry("connection failed")  # pragma: no cover - the loop always returns or raises
 
-    def _wrap(self, raw: http.client.HTTPResponse, conn: http.client.HTTPConnection, scheme: str, host: str,
+    def _wrap(self, raw: http1.Response, conn: http1.Connection, scheme: str, host: str,
               url: str, method: str, stream: bool) -> Response:
         if raw.status in RETRY_STATUSES:
             retry_after = raw.getheader("Retry-After")
@@ -384,7 +387,7 @@ class Transport:
                 conn.close()
 
         if stream and method != "HEAD" and raw.status < 300:
-            return Response(raw.status, raw.msg, url, raw=raw, _release=release)
+            return Response(raw.status, raw.headers, url, raw=raw, _release=release)
         try:
             data = raw.read(MAX_SMALL_BODY) if method != "HEAD" else b""
             if len(data) >= MAX_SMALL_BODY:
@@ -392,11 +395,11 @@ class Transport:
                 raise RegistryError(f"{_short(url)}: response larger than {MAX_SMALL_BODY - 1} bytes; refusing it")
             if not raw.isclosed():
                 raw.read()  # finishes a chunked body / HEAD so the connection can be reused
-        except (OSError, http.client.HTTPException) as e:
+        except OSError as e:
             conn.close()
             raise _Retry(f"reading the response failed: {e}") from None
         release()
-        return Response(raw.status, raw.msg, url, body=data)
+        return Response(raw.status, raw.headers, url, body=data)
 
     def _fetch_plain(self, method: str, url: str, headers: dict[str, str], body: bytes | None
                      ) -> tuple[int, dict[str, str], bytes]:
@@ -412,11 +415,11 @@ class Transport:
         raise RegistryError(f"token service {_short(url)}: unreachable")  # pragma: no cover
 
 
-def _discard(raw: http.client.HTTPResponse) -> bool:
+def _discard(raw: http1.Response) -> bool:
     """Read and drop a (small) body; False when the connection cannot be reused."""
     try:
         raw.read(MAX_SMALL_BODY)
-    except (OSError, http.client.HTTPException):
+    except OSError:
         return False
     return raw.isclosed()
 
@@ -450,7 +453,7 @@ def raise_for_status(resp: Response, what: str, ok: Iterable[int] = (200,)) -> N
     if resp.raw is not None:
         try:
             body = resp.raw.read(MAX_SMALL_BODY)
-        except (OSError, http.client.HTTPException):
+        except OSError:
             body = b""
         resp.close()
     code, message = error_details(body)
