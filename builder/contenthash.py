@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import stat
 import time
@@ -31,8 +30,9 @@ from builder.context import Entry, Selected, SourceTree
 from builder.ignore import PatternMatcher
 from layerstore.atomic import atomic_write
 from layerstore.layer_tar import xattrs_of
+from layerstore.lazylog import Logger
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 STATCACHE_VERSION = 1
 # How much older than the read a file's ctime must be for its entry to be trusted: a few clock

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 
 from builder.cachekey import StepInputs
 from layerstore.atomic import atomic_write
+from layerstore.lazylog import Logger
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 
 def record_path(store_root: Path, context: Path, buildfile: Path | None, target: str | None) -> Path:

@@ -25,7 +25,6 @@ checked; a refusal leaves just that temp directory for the caller to remove.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -36,6 +35,7 @@ import xattr
 
 from layerstore.dir_chain import DIR_FLAGS, DirChain, walk_dirs
 from layerstore.layer_tar import OPAQUE_MARKER, WHITEOUT_PREFIX, keep_xattr
+from layerstore.lazylog import Logger
 from layerstore.tar_format import (
     BLOCKDEV,
     CHAR,
@@ -50,7 +50,7 @@ from layerstore.tar_format import (
 )
 from pybuild.errors import StoreError
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 _AUFS_META = b".wh..wh."  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): ignored, as Docker does
 OPAQUE_XATTR = "trusted.overlay.opaque"

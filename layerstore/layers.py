@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerstore.atomic import fsync_dir
+from layerstore.atomic import fsync_dir, private_dir
 from layerstore.blobs import Blobs, VerifyingReader
 from layerstore.compression import MEDIA_TYPES, Readable, compression_of, decompressor
 from layerstore.digests import canonical_json, hex_of, load_json
@@ -274,11 +274,9 @@ class Layers:
         dest = self.layout.unpacked_layer(layer.diff_id)
         if dest.is_dir():
             return dest
-        import tempfile
-
         from layerstore.extract import UnsafeLayer
 
-        work = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.layout.tmp))
+        work = private_dir(self.layout.tmp, "unpack-")
         os.chmod(work, 0o755)  # the layer root, unless the tar has a "./" entry
         try:
             try:

@@ -12,16 +12,16 @@ as the directory exists, that image and everything it needs stay.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from layerstore.digests import is_digest
+from layerstore.lazylog import Logger
 from layerstore.store import Store
 from pybuild.errors import PybuildError
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import threading
 import time
 import urllib.parse
@@ -20,9 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from layerstore.auth import Credentials
+from layerstore.lazylog import Logger
 from pybuild.errors import RegistryError
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 # Tokens without expires_in live 60 s (token spec); refresh a little before they expire.
 DEFAULT_TOKEN_SECONDS = 60

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from layerstore.atomic import private_dir
 from layerstore.blobs import Blobs
 from layerstore.cache import BuildCache
 from layerstore.digests import is_hex
@@ -90,9 +91,7 @@ class Store:
     def mkdtemp(self, prefix: str = "work-") -> Path:
         """A new private directory under `tmp/` (same file system as the store: an upper dir made
         here can be committed with a rename). gc removes leftovers."""
-        import tempfile
-
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.layout.tmp))
+        return private_dir(self.layout.tmp, prefix)
 
     # ------------------------------------------------------------------------------ images
 

@@ -16,16 +16,16 @@ a removed one, are no-ops.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layerstore.lazylog import Logger
 from pybuild.errors import RuntimeError_
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer", "devices")
