@@ -13,7 +13,6 @@ directory is removed (gc sweeps it after a crash).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,13 +23,14 @@ from layerstore.compression import compression_of, sniff
 from layerstore.digests import load_json
 from layerstore.images import Image
 from layerstore.layers import Layer, remove_tree
+from layerstore.lazylog import Logger
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
 from layerstore.transfer_tee import BUFFER, DEPTH, BufferPool, LayerTee
 from layerstore.transfer_verify import CHUNK, Readable, SizeMismatch, expansion_limit, hasher_for
 from pybuild.errors import DigestMismatch, StoreError
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 HEAD = 1024  # the first bytes of a blob that say whether it is a layer (looks_like_layer)
@@ -82,12 +82,28 @@ class Staging:
         self._n = 0
         self._spare: list[bytearray] = []  # download buffers, reused by the next blob
         self._cancelled = threading.Event()
+        self._syncing: list[_Sync] = []
 
     def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for sync in self._syncing:
+            sync.thread.join()
         remove_tree(self.dir, self.store.tmp)
+
+    def synced(self) -> None:
+        """Wait until every staged file is on the disk (fsynced, read-only), as publishing needs.
+        Each file's fsync runs on a thread of its own from the moment its last byte is written, so
+        that the download or archive member after it need not wait for the disk (a 60 MB layer's
+        fsync takes ~13 ms here, as long as its slot would otherwise stand idle)."""
+        with self._lock:
+            syncing, self._syncing = self._syncing, []
+        for sync in syncing:
+            sync.thread.join()
+        for sync in syncing:
+            if sync.error is not None:
+                raise StoreError(f"{sync.path}: cannot write it to the disk: {sync.error.strerror}")
 
     def cancel(self) -> None:
         """Make every `stage` in progress (on any thread) stop at its next piece."""
@@ -112,6 +128,7 @@ class Staging:
         compression = "none"
         try:
             out = _BlobFile(path, expected_size)
+            synced = False
             try:
                 first = True
                 for data, n in _pieces(source, pool):
@@ -138,9 +155,12 @@ class Staging:
                         tee.write(data, n, lent=pool is not None)
                     elif pool is not None:
                         pool.put(data)  # type: ignore[arg-type]
-                out.sync()
+                with self._lock:
+                    self._syncing.append(_Sync(out, path))
+                synced = True
             finally:
-                out.close()
+                if not synced:
+                    out.close()
             digest = f"{(expected or 'sha256:').split(':')[0]}:{h.hexdigest()}"
             if expected_size is not None and count != expected_size:
                 raise SizeMismatch(what, expected=expected_size, got=f"{count} bytes")
@@ -244,6 +264,7 @@ def commit_incoming(store: Store, staging: Staging, images: Sequence[Incoming], 
     """Verify the batch (`check_incoming`), then publish: blobs, layer records, commit records, and
     last the tags. Returns the images in order."""
     checked = check_incoming(store, staging, images)
+    staging.synced()
     out: list[Image] = []
     for image, layers in checked:
         manifest = Manifest.from_json(load_json(image.manifest, "manifest"), "manifest")
@@ -321,11 +342,32 @@ class _BlobFile:
             _write_all(self.fd, data[start:start + WRITE_PIECE])
 
     def sync(self) -> None:
-        os.fchmod(self.fd, 0o444)
-        os.fsync(self.fd)
+        """Read-only and durable, then closed."""
+        try:
+            os.fchmod(self.fd, 0o444)
+            os.fsync(self.fd)
+        finally:
+            self.close()
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class _Sync:
+    """A staged file's `_BlobFile.sync`, started on a thread of its own; `error` if it failed."""
+
+    def __init__(self, out: _BlobFile, path: Path) -> None:
+        self.path = path
+        self.error: OSError | None = None
+        self._out = out
+        self.thread = threading.Thread(target=self._run, name="stage-sync", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._out.sync()
+        except OSError as e:
+            self.error = e
 
 
 def _write_all(fd: int, data: memoryview) -> None:
