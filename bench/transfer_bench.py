@@ -52,7 +52,9 @@ from tests.transfer.servers import Registry  # noqa: E402
 class Run:
     wall: float  # seconds
     cpu: float  # user + system seconds, all threads
+    system: float  # of which system
     rss: int  # peak, MiB
+    faults: int = 0  # minor page faults: fresh memory, dear on a VM whose host took back free memory
     peer_cpu: float = 0.0  # user + system seconds of the watched process (the registry) meanwhile
 
 
@@ -81,7 +83,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, watch: int | None =
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, peer)
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_stime, usage.ru_maxrss // 1024, usage.ru_minflt, peer)
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,21 @@ class Figures:
         return max(r.rss for r in self.runs)
 
     @property
+    def system(self) -> float:
+        return statistics.median(r.system for r in self.runs)
+
+    @property
+    def faults(self) -> int:
+        return int(statistics.median(r.faults for r in self.runs))
+
+    @property
     def peer_cpu(self) -> float:
         return statistics.median(r.peer_cpu for r in self.runs)
 
     def show(self) -> str:
         registry = f", registry {self.peer_cpu:4.2f}s" if any(r.peer_cpu for r in self.runs) else ""
-        return f"{self.best:5.2f}s best {self.median:5.2f}s median (cpu {self.cpu:4.2f}s{registry})"
+        return (f"{self.best:5.2f}s best {self.median:5.2f}s median (cpu {self.cpu:4.2f}s, sys {self.system:4.2f}s, "
+                f"{self.faults / 1000:.1f}k faults{registry})")
 
 
 def make_image(root: Path, mb: int, layers: int, tag: str) -> None:

@@ -12,6 +12,8 @@ directory is removed (gc sweeps it after a crash).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import threading
@@ -26,7 +28,7 @@ from layerstore.layers import Layer, remove_tree
 from layerstore.lazylog import Logger
 from layerstore.oci import Descriptor, ImageConfig, Manifest, check_history
 from layerstore.store import Store
-from layerstore.transfer_tee import BUFFER, DEPTH, BufferPool, LayerTee
+from layerstore.transfer_tee import BUFFER, DEPTH, Buffer, BufferPool, LayerTee
 from layerstore.transfer_verify import CHUNK, Readable, SizeMismatch, expansion_limit, hasher_for
 from pybuild.errors import DigestMismatch, StoreError
 
@@ -34,14 +36,16 @@ log = Logger(__name__)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 HEAD = 1024  # the first bytes of a blob that say whether it is a layer (looks_like_layer)
-# Bytes per write(2) of a staged blob. Megabyte writes make the kernel (6.x ext4, large folios)
-# take page-cache folios of up to a megabyte, and on VMs whose balloon hands free memory back to
-# the host (free page reporting, as on the machines pybuild is benchmarked on) those come from
-# exactly the blocks that were handed back, so every copy into them waits for the host: up to 45%
-# of a pull's CPU time, pulls half again slower (bench/transfer_bench.py after its push phase).
-# Small folios come from memory the VM still holds. 64 KiB pieces are unaffected and cost
-# nothing measurable when memory is at hand; 32 KiB ones (Go's io.Copy, skopeo) cost 5% in calls.
+# Bytes per write(2) of a staged blob written through the page cache (see _BlobFile for when it
+# is not). Megabyte writes make the kernel (6.x ext4, large folios) take page-cache folios of up to
+# a megabyte, and on VMs whose balloon hands free memory back to the host (free page reporting, as
+# on the machines pybuild is benchmarked on) those come from exactly the blocks that were handed
+# back, so every copy into them waits for the host. 64 KiB pieces suffer less and cost nothing
+# measurable when memory is at hand; 32 KiB ones (Go's io.Copy, skopeo) cost 5% in calls.
 WRITE_PIECE = 64 * 1024
+# O_DIRECT needs the file offset, the length and the memory address aligned to the device's logical
+# block size; a page (the pool's buffers are page-aligned) satisfies every common device.
+DIRECT_ALIGN = 4096
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class Staging:
         self.blobs: dict[str, Staged] = {}
         self._lock = threading.Lock()
         self._n = 0
-        self._spare: list[bytearray] = []  # download buffers, reused by the next blob
+        self._spare: list[Buffer] = []  # download buffers, reused by the next blob
         self._cancelled = threading.Event()
         self._syncing: list[_Sync] = []
 
@@ -121,7 +125,9 @@ class Staging:
         with self._lock:
             self._n += 1
             path = self.dir / f"blob-{self._n}"
-        pool = BufferPool(DEPTH, BUFFER, self._spare, self._lock) if hasattr(source, "readinto") else None
+        # a blob of known size needs no more buffers than it fills (a config: one)
+        pieces = -(-max(size_hint, expected_size or 0) // BUFFER) or DEPTH
+        pool = BufferPool(min(DEPTH, pieces), BUFFER, self._spare, self._lock) if hasattr(source, "readinto") else None
         h = hasher_for(expected, what) if expected else hashlib.sha256()
         count = 0
         tee: LayerTee | None = None
@@ -149,7 +155,7 @@ class Staging:
                     if expected_size is not None and count > expected_size:
                         raise SizeMismatch(what, expected=expected_size, got=f"more than {expected_size} bytes")
                     h.update(view)
-                    out.write(view)
+                    out.write(view, aligned=pool is not None)  # pool buffers are page-aligned
                     view.release()
                     if tee is not None:
                         tee.write(data, n, lent=pool is not None)
@@ -286,7 +292,7 @@ def commit_incoming(store: Store, staging: Staging, images: Sequence[Incoming], 
     return out
 
 
-def _pieces(source: Readable | Iterable[bytes], pool: BufferPool | None) -> Iterator[tuple[bytes | bytearray, int]]:
+def _pieces(source: Readable | Iterable[bytes], pool: BufferPool | None) -> Iterator[tuple[bytes | Buffer, int]]:
     """(data, length) pieces of `source`: read into the pool's buffers when there is a pool (the
     consumer gives each buffer back), else chunks as the reader or iterable gives them. The first
     piece holds at least HEAD bytes (or the whole stream), for `looks_like_layer`."""
@@ -327,19 +333,46 @@ class _BlobFile:
     the write's CPU time; where the file system cannot (or the disk is too full) the writes go as
     usual, and a stream that stops short is refused by its size check and its file removed, so the
     zeros allocated past its end are never published. `sync` makes it read-only (0444, as every
-    blob is) and durable before it is published."""
+    blob is) and durable before it is published.
+
+    Pieces from the download pool (`aligned`: whole pages at page offsets) are written with
+    O_DIRECT, from the buffer straight to the disk: no copy into the page cache, no writeback
+    later, nothing left for the closing fsync but metadata, and no page-cache memory taken from a
+    host that reclaimed it (on such VMs the copy alone made pulls after heavy disk work half again
+    slower, bench/transfer_bench.py); a blob pulled to be pushed or saved on has no use for the
+    cache either. The first bytes that are not whole pages at a page offset (a blob's last few
+    bytes, a reader's odd piece), or a file system or device that refuses direct I/O, switch the
+    file to ordinary writes for the rest: the bytes are the same either way."""
 
     def __init__(self, path: Path, size: int | None) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.offset = 0
         if size:
             try:
                 os.posix_fallocate(self.fd, 0, size)
             except OSError as e:
                 log.debug("preallocating %d bytes for %s: %s", size, path, e.strerror)
+        self.direct = _set_direct(self.fd, True)
 
-    def write(self, data: memoryview) -> None:
+    def write(self, data: memoryview, *, aligned: bool = False) -> None:
+        if self.direct and aligned and self.offset % DIRECT_ALIGN == 0:
+            whole = len(data) - len(data) % DIRECT_ALIGN  # the pages of it; the rest is the blob's tail
+            n = 0
+            if whole:
+                try:
+                    n = os.write(self.fd, data[:whole])
+                except OSError as e:
+                    if e.errno != errno.EINVAL:  # EINVAL: the device wants another alignment
+                        raise
+            self.offset += n
+            data = data[n:]  # the tail, or what a direct write left (a full disk says so below)
+            if not data:
+                return
+        if self.direct:
+            self.direct = _set_direct(self.fd, False)
         for start in range(0, len(data), WRITE_PIECE):
             _write_all(self.fd, data[start:start + WRITE_PIECE])
+        self.offset += len(data)
 
     def sync(self) -> None:
         """Read-only and durable, then closed."""
@@ -368,6 +401,16 @@ class _Sync:
             self._out.sync()
         except OSError as e:
             self.error = e
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Switch O_DIRECT on or off for `fd`; whether it is on (False where the file system refuses)."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | os.O_DIRECT) if on else (flags & ~os.O_DIRECT))
+    except OSError:
+        return False
+    return on
 
 
 def _write_all(fd: int, data: memoryview) -> None:

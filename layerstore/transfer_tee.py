@@ -19,6 +19,7 @@ so a mistake here could only fail a pull, never let a wrong layer in.
 
 from __future__ import annotations
 
+import mmap
 import os
 import queue
 import threading
@@ -30,27 +31,41 @@ from layerstore.layers import HashingReader, check_layer, extract_into
 from layerstore.transfer_verify import CHUNK, BoundedDecompressor
 from pybuild.errors import StoreError
 
-DEPTH = 8  # pieces waiting for the helper thread, per layer
+DEPTH = 4  # pieces waiting for the helper thread, per layer
 BUFFER = 1 << 20  # as python-zstandard asks for input (layerstore.compression.READ_SIZE)
 
-_Piece = tuple[bytes | bytearray | memoryview, bool]  # (data, lent by the pool)
+Buffer = mmap.mmap  # a pool's buffer: page-aligned, writable, reusable
+_Piece = tuple[bytes | bytearray | memoryview | Buffer, bool]  # (data, lent by the pool)
 
 
 class BufferPool:
-    """`count` buffers of `size` bytes: `get` blocks while all are lent out. `spare` is where the
-    buffers come from and go back to when `close`d, so that a batch of downloads reuses them."""
+    """Up to `count` buffers of `size` bytes: `get` blocks while all are lent out. `spare` is where
+    the buffers come from (and go back to when `close`d), so that a batch of downloads reuses them.
 
-    def __init__(self, count: int, size: int, spare: list[bytearray], lock: threading.Lock) -> None:
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    A buffer is an anonymous mapping, not a bytearray: page-aligned, so that the staged blob file
+    can be written from it with O_DIRECT (transfer_import), and untouched until first filled
+    (bytearray zero-fills). A new one is made only when none is free and fewer than `count`
+    exist: every fresh megabyte costs 256 page faults, dear on a VM whose host took the memory
+    back, so a download starts on its first buffer and a small blob makes no more than it fills."""
+
+    def __init__(self, count: int, size: int, spare: list[Buffer], lock: threading.Lock) -> None:
+        self._free: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
         self._spare, self._lock = spare, lock
-        with lock:
-            for _ in range(count):
-                self._free.put(spare.pop() if spare else bytearray(size))
+        self._size = size
+        self._unmade = count  # buffers this pool may still take from `spare` or make
 
-    def get(self) -> bytearray:
+    def get(self) -> Buffer:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._unmade > 0:
+                self._unmade -= 1
+                return self._spare.pop() if self._spare else mmap.mmap(-1, self._size)
         return self._free.get()
 
-    def put(self, buf: bytearray) -> None:
+    def put(self, buf: Buffer) -> None:
         self._free.put(buf)
 
     def close(self) -> None:
@@ -75,7 +90,7 @@ class LayerTee:
         self._q: queue.Queue[_Piece | None] = queue.Queue(DEPTH)
         self._pool = pool
         self._views = compression == "zstd"
-        self._cur: bytes | bytearray | memoryview | None = None
+        self._cur: bytes | bytearray | memoryview | Buffer | None = None
         self._lent = False
         self._pos = self._end = 0
         self._eof = False
@@ -93,7 +108,7 @@ class LayerTee:
 
     # -- the producer's side ---------------------------------------------------------------------
 
-    def write(self, data: bytes | bytearray, n: int, *, lent: bool = False) -> None:
+    def write(self, data: bytes | bytearray | Buffer, n: int, *, lent: bool = False) -> None:
         """Pass on the first `n` bytes of `data` (a buffer `lent` by the pool goes back to it when
         consumed). Raises the helper thread's error, if it has failed."""
         if self.error is not None:

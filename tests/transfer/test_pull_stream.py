@@ -6,20 +6,24 @@ nothing outside the store; a cut download resumes."""
 
 from __future__ import annotations
 
+import fcntl
 import io
+import mmap
 import os
 import random
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from layerstore.registry import RegistryClient
 from layerstore.store import Store
-from layerstore.transfer_import import Staging
+from layerstore.transfer_import import Staging, _BlobFile
 from layerstore.transfer_registry import pull_image
 from layerstore.transfer_tee import BUFFER, DEPTH
 from pybuild.errors import StoreError
+from tests.conftest import need_tool
 
 from .archives import Entry, compress, layer_tar, put_layered_image, sha
 from .servers import Fault, FaultProxy, Registry
@@ -151,10 +155,45 @@ def test_a_cut_download_resumes_with_a_range_request(registry: Registry, unique_
 
 
 def test_freed_buffers_are_kept_on_glibc() -> None:
-    import subprocess
     import sys
 
     code = "from layerstore.transfer_libc import keep_freed_buffers; print(keep_freed_buffers())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"  # Debian's libc is glibc; elsewhere it is False and harmless
 
+
+
+def test_pulled_layers_go_to_the_disk_without_the_page_cache(registry: Registry, unique_repo: str,
+                                                             tmp_path: Path) -> None:
+    """Whole pages are written with O_DIRECT: of a layer blob only its last few bytes (not a whole
+    page, so written through the page cache) are resident after the pull."""
+    need_tool("fincore")
+    tar, _ = big_layer()
+    with RegistryClient(registry.host) as c:
+        put_layered_image(c, unique_repo, "1", [tar], compression="zstd")
+    with Store.open(tmp_path / "s") as store:
+        image = pull_image(store, f"{registry.host}/{unique_repo}:1")
+        blob = store.blobs.path(image.layers[0].digest)
+    size = blob.stat().st_size
+    assert size > 2 * BUFFER
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(blob)],
+                         capture_output=True, text=True, check=True).stdout
+    assert int(out) <= 64 * 1024, f"{out.strip()} of {size} bytes resident"
+
+
+def test_a_blob_file_writes_whole_pages_directly_and_the_rest_as_usual(tmp_path: Path) -> None:
+    buf = mmap.mmap(-1, 2 * BUFFER)  # as the pool's buffers: page-aligned
+    data = os.urandom(2 * BUFFER)
+    buf[:] = data
+    out = _BlobFile(tmp_path / "blob", 2 * BUFFER + 100)
+    try:
+        assert out.direct  # ext4 here; a file system without direct I/O would start with False
+        out.write(memoryview(buf), aligned=True)
+        assert out.direct and fcntl.fcntl(out.fd, fcntl.F_GETFL) & os.O_DIRECT
+        out.write(memoryview(buf)[:4096 + 100], aligned=True)  # a page direct, then a tail: ordinary
+        assert not out.direct and not fcntl.fcntl(out.fd, fcntl.F_GETFL) & os.O_DIRECT
+        out.write(memoryview(buf)[:BUFFER], aligned=True)  # at an odd offset now: stays ordinary
+    finally:
+        out.sync()
+    assert (tmp_path / "blob").read_bytes() == data + data[:4096 + 100] + data[:BUFFER]
+    assert (tmp_path / "blob").stat().st_mode & 0o777 == 0o444
