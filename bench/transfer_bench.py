@@ -16,11 +16,13 @@
 
 Each phase starts once the disk has written back what the phases before it wrote (`settle`).
 Each figure is the best and the median of `--runs` runs, the tools taking turns, with the CPU time
-(user + system, all threads and child processes) beside the wall time, and the registry's own CPU
-time during the run: the machine may be shared, and on two cores the registry competes with the
-client for them (client CPU + registry CPU close to 2 x wall means both cores were busy). pybuild's modules are byte-compiled first, as an
-installed package is (pip compiles on install; PYTHONDONTWRITEBYTECODE, set in some shells, would
-otherwise make every run compile them again, ~40 ms that no user pays).
+(user + system, all threads and child processes; and the system part) and the minor page faults
+beside the wall time (both grow when the VM's host has taken its free memory back, README Speed),
+and the registry's own CPU time during the run: the machine may be shared, and on two cores the
+registry competes with the client for them (client CPU + registry CPU close to 2 x wall means both
+cores were busy). pybuild's modules are byte-compiled first, as an installed package is (pip
+compiles on install; PYTHONDONTWRITEBYTECODE, set in some shells, would otherwise make every run
+compile them again, ~40 ms that no user pays).
 
 Needs root, buildah, skopeo and docker-registry. Prints one line per measurement.
 """
