@@ -182,7 +182,7 @@ def launch(
     if tty:
         import socket
 
-        from runner import terminal  # noqa: F401 - imported here: the child can no longer after pivot_root
+        from runner import terminal  # imported here: the child can no longer after pivot_root
 
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     caller = os.getpid()
@@ -210,9 +210,7 @@ def launch(
         launched.pidfd = _child_pidfd(launched.pid, shim) if launched.pid else None
         if on_pid is not None and launched.pid:
             on_pid(launched.pid)
-        if parent_sock is not None:
-            from runner import terminal
-
+        if parent_sock is not None:  # a tty: `terminal` was imported above
             launched.master = terminal.receive_fd(parent_sock)
         failure = read_failure(err_r)
     except BaseException:
