@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 MAX_LINE = 65536  # a status line, header field or chunk-size line (http.client's limit)
 MAX_FIELDS = 100  # header fields of one response (http.client's limit)
+MAX_INTERIM = 100  # 1xx answers before the real one
+MAX_LENGTH_DIGITS = 19  # a Content-Length (2**63 has 19 digits)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -110,6 +112,7 @@ class Connection:
         self._sock: socket.socket | None = None
         self._file: BinaryIO | None = None
         self._method = ""
+        self._response: Response | None = None  # the last one, which must be read before the next request
 
     def _connect(self) -> None:
         host, port = split_host(self.netloc, self.scheme)
@@ -139,6 +142,9 @@ class Connection:
                 headers: dict[str, str] | None = None) -> None:
         """Send one request. A body is bytes or a reader (sent in `blocksize` pieces to its end);
         its Content-Length is the caller's to give."""
+        if self._response is not None and not self._response.isclosed():
+            raise ProtocolError("the previous response on this connection was not read to its end")
+        target = target or "/"  # a URL without a path (a Location of https://host)
         _check_token("request target", target)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.netloc}", "Accept-Encoding: identity"]
         for name, value in (headers or {}).items():
@@ -147,40 +153,53 @@ class Connection:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if self._sock is None:
             self._connect()
-        assert self._sock is not None
+        sock = self._sock
+        assert sock is not None
         self._method = method
-        if body is None or isinstance(body, bytes):
-            self._sock.sendall(head + body if body else head)
+        self._response = None
+        if body is None or isinstance(body, bytes) and len(body) <= self.blocksize:
+            sock.sendall(head + body if body else head)  # one segment for a small request
             return
-        self._sock.sendall(head)
+        sock.sendall(head)
+        if isinstance(body, bytes):
+            sock.sendall(body)
+            return
         while piece := body.read(self.blocksize):
-            self._sock.sendall(piece)
+            sock.sendall(piece)
 
     def getresponse(self) -> Response:
         """Read the status line and header fields of the answer to the last request (skipping any
         interim 1xx answers); the body is then read from the Response."""
         if self._file is None:
             raise ProtocolError("no request was sent on this connection")
-        while True:
-            line = self._line()
+        for _ in range(MAX_INTERIM + 1):
+            line = self.read_line()
             if not line:
                 raise ProtocolError("the server closed the connection without answering")
             version, status, reason = _status_line(line)
-            fields = self._fields()
+            fields = self.read_fields()
             if not 100 <= status < 200 or status == 101:
-                return Response(self, self._method, version, status, reason, Headers(fields))
+                self._response = Response(self, self._method, version, status, reason, Headers(fields))
+                return self._response
+        raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) answers")
 
-    def _line(self) -> bytes:
-        assert self._file is not None
-        line = self._file.readline(MAX_LINE + 1)
+    def _open_file(self) -> BinaryIO:
+        if self._file is None:
+            raise ProtocolError("the connection is closed")
+        return self._file
+
+    def read_line(self) -> bytes:
+        """One line of the response (status, header field, chunk size), at most MAX_LINE bytes."""
+        line = self._open_file().readline(MAX_LINE + 1)
         if len(line) > MAX_LINE:
             raise ProtocolError(f"a line of the response is longer than {MAX_LINE} bytes")
         return line
 
-    def _fields(self) -> list[tuple[str, str]]:
+    def read_fields(self) -> list[tuple[str, str]]:
+        """Header (or trailer) fields up to the empty line that ends them."""
         fields: list[tuple[str, str]] = []
         while True:
-            line = self._line()
+            line = self.read_line()
             if line in (b"\r\n", b"\n"):
                 return fields
             if not line:
@@ -193,8 +212,7 @@ class Connection:
             fields.append((name, value.strip()))
 
     def readinto(self, buf: memoryview) -> int:
-        assert self._file is not None
-        return self._file.readinto(buf)  # type: ignore[attr-defined, no-any-return]
+        return self._open_file().readinto(buf)  # type: ignore[attr-defined, no-any-return]
 
     def close(self) -> None:
         file, sock = self._file, self._sock
@@ -208,7 +226,7 @@ class Connection:
 def _status_line(line: bytes) -> tuple[str, int, str]:
     """('HTTP/1.1', 200, 'OK') of b'HTTP/1.1 200 OK\\r\\n'; ProtocolError for anything else."""
     parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_number(parts[1], 3) or len(parts[1]) != 3:
         raise ProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
     return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""
 
@@ -228,13 +246,13 @@ class Response:
         self.will_close = "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
         self._chunked = False
         self._left: int | None = 0  # body bytes (of the current chunk, when chunked) not yet read
-        self._done = False
-        coding = headers.get("Transfer-Encoding")
+        self._failure: OSError | None = None  # raised by the next read: the bytes before it went first
+        codings = ",".join(headers.get_all("Transfer-Encoding"))
         if method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200:
             pass
-        elif coding is not None:
-            if coding.rsplit(",", 1)[-1].strip().lower() != "chunked":
-                raise ProtocolError(f"unsupported Transfer-Encoding {coding!r}")
+        elif codings:
+            if codings.strip().lower() != "chunked":  # a coding we would have to undo: none is asked for
+                raise ProtocolError(f"unsupported Transfer-Encoding {codings!r}")
             self._chunked = True
         elif "Content-Length" in headers:
             self._left = _content_length(headers.get_all("Content-Length"))
@@ -250,7 +268,9 @@ class Response:
         return self._done
 
     def read(self, n: int = -1) -> bytes:
-        """Up to `n` bytes of the body (fewer only at its end; b"" after it); n < 0: the rest."""
+        """Up to `n` bytes of the body; fewer only at its end (b"" after it), or when the connection
+        ended first (the next read raises IncompleteRead). n < 0: the rest of the body, or
+        IncompleteRead."""
         want = n if n >= 0 else sys.maxsize
         pieces = []
         while want > 0 and not self._done:
@@ -260,39 +280,50 @@ class Response:
             del buf[got:]
             pieces.append(buf)
             want -= got
-            if got < size:  # the body ended, or the connection did (the next read raises)
+            if got < size and n >= 0:  # the body ended, or the connection did (the next read raises)
                 break
         return b"".join(pieces)
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Fill `buf` from the body as far as it goes: fewer bytes only at the body's end, 0 after
-        it. When the connection ends first: the bytes that did arrive, then IncompleteRead (so that
-        a caller may resume after them)."""
-        view = memoryview(buf).cast("B")
+        it. When the connection ends first (or the server breaks the chunked framing): the bytes
+        that did arrive, then IncompleteRead (ProtocolError) from the next call, so that a caller
+        may resume after them."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        with memoryview(buf) as raw, raw.cast("B") as view:  # released on return: `buf` may be resized
+            return self._fill(view)
+
+    def _fill(self, view: memoryview) -> int:
         filled = 0
-        while filled < len(view) and not self._done:
-            if self._chunked and not self._left:
-                self._next_chunk()
-                continue
-            want = len(view) - filled if self._left is None else min(len(view) - filled, self._left)
-            got = self._conn.readinto(view[filled:filled + want])
-            if got == 0:
-                if self._left is None:  # framed by the connection's end: this is the end
-                    self._done = True
-                elif not filled:
+        try:
+            while filled < len(view) and not self._done:
+                if self._chunked and not self._left:
+                    self._next_chunk()
+                    continue
+                want = len(view) - filled if self._left is None else min(len(view) - filled, self._left)
+                got = self._conn.readinto(view[filled:filled + want])
+                if got == 0:
+                    if self._left is None:  # framed by the connection's end: this is the end
+                        self._done = True
+                        break
                     raise IncompleteRead(f"the connection ended {self._left} bytes before the body's end")
-                break  # what did arrive first; the next call raises
-            filled += got
-            if self._left is not None:
-                self._left -= got
-                if self._left == 0 and not self._chunked:
-                    self._done = True
-                elif self._left == 0:
-                    self._chunk_end()
+                filled += got
+                if self._left is not None:
+                    self._left -= got
+                    if self._left == 0 and not self._chunked:
+                        self._done = True
+                    elif self._left == 0:
+                        self._chunk_end()
+        except OSError as e:
+            if not filled:
+                raise
+            self._failure = e.with_traceback(None)  # its frames would keep `view` exported
         return filled
 
     def _next_chunk(self) -> None:
-        line = self._conn._line()
+        line = self._conn.read_line()
         if not line:
             raise IncompleteRead("the connection ended before the next chunk")
         size = line.split(b";", 1)[0].strip()
@@ -300,17 +331,25 @@ class Response:
             raise ProtocolError(f"bad chunk size line {line[:80]!r}")
         self._left = int(size, 16)
         if self._left == 0:
-            self._conn._fields()  # trailer fields, ignored
+            self._conn.read_fields()  # trailer fields, ignored
             self._done = True
 
     def _chunk_end(self) -> None:
-        if self._conn._line() not in (b"\r\n", b"\n"):
+        line = self._conn.read_line()
+        if not line:
+            raise IncompleteRead("the connection ended after a chunk")
+        if line not in (b"\r\n", b"\n"):
             raise ProtocolError("a chunk is not followed by CRLF")
+
+
+def _is_number(text: str, digits: int) -> bool:
+    """ASCII digits only (str.isdigit takes '²' too), at most `digits` of them."""
+    return 0 < len(text) <= digits and text.isascii() and text.isdigit()
 
 
 def _content_length(values: list[str]) -> int:
     """The body length of Content-Length fields; repeated fields must agree (RFC 9112 6.3)."""
     lengths = {v.strip() for value in values for v in value.split(",")}
-    if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+    if len(lengths) != 1 or not _is_number(next(iter(lengths)), MAX_LENGTH_DIGITS):
         raise ProtocolError(f"bad Content-Length {', '.join(values)!r}")
     return int(lengths.pop())

@@ -174,6 +174,46 @@ def test_a_cut_body_gives_what_arrived_then_an_error(serve: type[Scripted]) -> N
     conn.close()
 
 
+def test_reading_a_cut_body_to_its_end_is_an_error(serve: type[Scripted]) -> None:
+    server = serve([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"], close_after=True)
+    conn, resp = get(server.netloc)
+    with pytest.raises(http1.IncompleteRead):
+        resp.read()  # not b"abc": a short body is never taken for the whole
+    conn.close()
+
+
+def test_bytes_before_broken_chunk_framing_arrive_first(serve: type[Scripted]) -> None:
+    server = serve([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n"],
+                   close_after=True)
+    conn, resp = get(server.netloc)
+    buf = bytearray(10)
+    assert resp.readinto(buf) == 3 and bytes(buf[:3]) == b"abc"
+    with pytest.raises(http1.ProtocolError, match="not followed by CRLF"):
+        resp.readinto(buf)
+    conn.close()
+
+
+def test_no_request_while_the_last_response_is_unread(serve: type[Scripted]) -> None:
+    server = serve([b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nEVL", b"HTTP/1.1 200 OK\r\n\r\n"])
+    conn, resp = get(server.netloc)
+    with pytest.raises(http1.ProtocolError, match="not read to its end"):
+        conn.request("GET", "/v2/next")
+    assert len(server.requests) == 1
+    assert resp.read(1) == b"E"
+    conn.close()
+    with pytest.raises(http1.ProtocolError, match="closed"):
+        resp.read()  # the connection is gone: an error, not an assertion
+
+
+def test_an_empty_target_is_the_root(serve: type[Scripted]) -> None:
+    server = serve([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    conn = http1.Connection("http", server.netloc, timeout=10)
+    conn.request("GET", "")
+    assert conn.getresponse().status == 200
+    assert server.requests[0][0].startswith(b"GET / HTTP/1.1\r\n")
+    conn.close()
+
+
 def test_a_cut_chunked_body_is_an_error(serve: type[Scripted]) -> None:
     server = serve([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"], close_after=True)
     conn, resp = get(server.netloc)
@@ -202,6 +242,13 @@ BROKEN = [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "bad Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unsupported Transfer-Encoding"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "unsupported Transfer-Encoding"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+     "unsupported Transfer-Encoding"),
+    ("HTTP/1.1 \u00b200 OK\r\n\r\n".encode("latin-1"), "not an HTTP/1.x status line"),  # '²'.isdigit()
+    ("HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), "bad Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "bad Content-Length"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 101 + b"HTTP/1.1 200 OK\r\n\r\n", "more than 100 interim"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n", "inside the response's header fields"),
 ]
 
