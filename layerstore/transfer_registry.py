@@ -11,6 +11,7 @@ same registry that the store knows holds it, else an upload), then the manifest,
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,41 +143,67 @@ def _in_parallel(fn: Callable[[T], None], items: list[T], name: str, *, cancel: 
     """`fn(item)` for every item, PARALLEL at a time. The first failure (or Ctrl-C) leaves what
     has not started unstarted, asks what runs to stop (`cancel`), and is raised once no thread runs
     any more, so that the caller may remove what they were writing. (Threads, not
-    concurrent.futures: that imports logging, ~3 ms of every pull's start-up.)"""
+    concurrent.futures: that imports logging, ~3 ms of every pull's start-up. Waited for with a
+    condition, not Thread.join: CPython 3.11's join, interrupted by Ctrl-C, can take a running
+    thread for stopped, bpo-45274.)"""
     pending = list(reversed(items))
     failures: list[BaseException] = []
-    lock = threading.Lock()
+    done = threading.Condition()
+    running = 0
 
     def stop(failure: BaseException) -> None:
-        with lock:
+        with done:
             failures.append(failure)
             pending.clear()
         if cancel is not None:
             cancel()
 
     def work() -> None:
-        while True:
-            with lock:
-                if not pending:
+        nonlocal running
+        try:
+            while True:
+                with done:
+                    if not pending:
+                        return
+                    item = pending.pop()
+                try:
+                    fn(item)
+                except BaseException as e:  # noqa: BLE001 - handed to the calling thread below
+                    stop(e)
                     return
-                item = pending.pop()
-            try:
-                fn(item)
-            except BaseException as e:  # noqa: BLE001 - handed to the calling thread below
-                stop(e)
-                return
+        finally:
+            with done:
+                running -= 1
+                done.notify_all()
 
-    threads = [threading.Thread(target=work, name=f"{name}-{i}", daemon=True)
-               for i in range(min(PARALLEL, len(items)))]
-    for t in threads:
-        t.start()
     try:
-        for t in threads:
-            t.join()
-    except BaseException as e:  # Ctrl-C while waiting
+        # Ctrl-C held back while the threads start (they inherit the mask, so it reaches this
+        # thread): one arriving inside Thread.start would leave unknown whether the thread runs.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for i in range(min(PARALLEL, len(items))):
+                thread = threading.Thread(target=work, name=f"{name}-{i}", daemon=True)
+                with done:
+                    running += 1
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had: this one never runs
+                    with done:
+                        running -= 1
+                    raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        with done:
+            done.wait_for(lambda: running == 0)
+    except BaseException as e:  # Ctrl-C while waiting, or no thread to be had
         stop(e)
-        for t in threads:
-            t.join()
+        while True:
+            try:
+                with done:
+                    done.wait_for(lambda: running == 0)
+                break
+            except KeyboardInterrupt:  # another Ctrl-C: the workers are stopping; still wait for them
+                continue
         raise
     if failures:
         raise failures[0]
