@@ -14,7 +14,7 @@ import sys
 
 class Logger:
     """`logging.getLogger(name)`, imported on first need; debug/info are dropped while `logging`
-    is not imported at all."""
+    is not imported at all, a warning always goes through it (Python shows warnings unconfigured)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -28,3 +28,8 @@ class Logger:
         logging = sys.modules.get("logging")
         if logging is not None:
             logging.getLogger(self.name).info(msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        import logging
+
+        logging.getLogger(self.name).warning(msg, *args)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
 from layerstore.atomic import private_dir
 from layerstore.blobs import Blobs
 from layerstore.cache import BuildCache

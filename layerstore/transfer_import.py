@@ -16,6 +16,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ WRITE_PIECE = 64 * 1024
 # O_DIRECT needs the file offset, the length and the memory address aligned to the device's logical
 # block size; a page (the pool's buffers are page-aligned) satisfies every common device.
 DIRECT_ALIGN = 4096
+SYNC_THREADS = 4  # staged files fsynced at once (each waits for the disk, not for a CPU)
 
 
 @dataclass(frozen=True)
@@ -86,28 +88,18 @@ class Staging:
         self._n = 0
         self._spare: list[Buffer] = []  # download buffers, reused by the next blob
         self._cancelled = threading.Event()
-        self._syncing: list[_Sync] = []
+        self._syncer = _Syncer()
 
     def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sync in self._syncing:
-            sync.thread.join()
+        self._syncer.close()
         remove_tree(self.dir, self.store.tmp)
 
     def synced(self) -> None:
-        """Wait until every staged file is on the disk (fsynced, read-only), as publishing needs.
-        Each file's fsync runs on a thread of its own from the moment its last byte is written, so
-        that the download or archive member after it need not wait for the disk (a 60 MB layer's
-        fsync takes ~13 ms here, as long as its slot would otherwise stand idle)."""
-        with self._lock:
-            syncing, self._syncing = self._syncing, []
-        for sync in syncing:
-            sync.thread.join()
-        for sync in syncing:
-            if sync.error is not None:
-                raise StoreError(f"{sync.path}: cannot write it to the disk: {sync.error.strerror}")
+        """Wait until every staged file is on the disk, as publishing needs (see _Syncer)."""
+        self._syncer.wait()
 
     def cancel(self) -> None:
         """Make every `stage` in progress (on any thread) stop at its next piece."""
@@ -134,7 +126,6 @@ class Staging:
         compression = "none"
         try:
             out = _BlobFile(path, expected_size)
-            synced = False
             try:
                 first = True
                 for data, n in _pieces(source, pool):
@@ -161,12 +152,10 @@ class Staging:
                         tee.write(data, n, lent=pool is not None)
                     elif pool is not None:
                         pool.put(data)  # type: ignore[arg-type]
-                with self._lock:
-                    self._syncing.append(_Sync(out, path))
-                synced = True
+                out.finish()
+                self._syncer.submit(path)
             finally:
-                if not synced:
-                    out.close()
+                out.close()
             digest = f"{(expected or 'sha256:').split(':')[0]}:{h.hexdigest()}"
             if expected_size is not None and count != expected_size:
                 raise SizeMismatch(what, expected=expected_size, got=f"{count} bytes")
@@ -332,8 +321,8 @@ class _BlobFile:
     descriptor's): ext4 then skips the per-page delayed-allocation work on every write, a third of
     the write's CPU time; where the file system cannot (or the disk is too full) the writes go as
     usual, and a stream that stops short is refused by its size check and its file removed, so the
-    zeros allocated past its end are never published. `sync` makes it read-only (0444, as every
-    blob is) and durable before it is published.
+    zeros allocated past its end are never published. `finish` makes it read-only (0444, as every
+    blob is); Staging's `_Syncer` makes it durable before it is published.
 
     Pieces from the download pool (`aligned`: whole pages at page offsets) are written with
     O_DIRECT, from the buffer straight to the disk: no copy into the page cache, no writeback
@@ -374,33 +363,73 @@ class _BlobFile:
             _write_all(self.fd, data[start:start + WRITE_PIECE])
         self.offset += len(data)
 
-    def sync(self) -> None:
-        """Read-only and durable, then closed."""
-        try:
-            os.fchmod(self.fd, 0o444)
-            os.fsync(self.fd)
-        finally:
-            self.close()
+    def finish(self) -> None:
+        """Complete: read-only (0444, as every blob is) and closed; `_Syncer` makes it durable."""
+        os.fchmod(self.fd, 0o444)
+        self.close()
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-class _Sync:
-    """A staged file's `_BlobFile.sync`, started on a thread of its own; `error` if it failed."""
+class _Syncer:
+    """Makes staged files durable (fsync) on up to SYNC_THREADS threads of its own, from the moment
+    each file's last byte is written, so that the download or archive member after it need not
+    wait for the disk (a 50 MB layer's fsync took ~13 ms here, all of it otherwise idle); `wait`
+    before publishing. Files come closed and are opened again by path (fsync makes a file durable
+    through any descriptor of it), so that a batch of hundreds of blobs keeps no more descriptors
+    or threads open than SYNC_THREADS."""
 
-    def __init__(self, out: _BlobFile, path: Path) -> None:
-        self.path = path
-        self.error: OSError | None = None
-        self._out = out
-        self.thread = threading.Thread(target=self._run, name="stage-sync", daemon=True)
-        self.thread.start()
+    def __init__(self) -> None:
+        self._paths: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._workers = 0
+        self._errors: list[tuple[Path, BaseException]] = []
+
+    def submit(self, path: Path) -> None:
+        with self._cond:
+            self._pending += 1
+            if self._workers < SYNC_THREADS:
+                threading.Thread(target=self._run, name="stage-sync", daemon=True).start()
+                self._workers += 1
+        self._paths.put(path)
 
     def _run(self) -> None:
-        try:
-            self._out.sync()
-        except OSError as e:
-            self.error = e
+        while (path := self._paths.get()) is not None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except BaseException as e:  # noqa: BLE001 - reported by `wait`
+                with self._cond:
+                    self._errors.append((path, e))
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Return once every file submitted is durable; StoreError for the first that is not."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0)
+            errors, self._errors = self._errors, []
+        for path, e in errors:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            raise StoreError(f"{path}: cannot write it to the disk: {why}")
+
+    def close(self) -> None:
+        """Wait for what is in hand (ignoring failures: the batch is being abandoned or is done)
+        and stop the threads."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0)
+            workers, self._workers = self._workers, 0
+        for _ in range(workers):
+            self._paths.put(None)
 
 
 def _set_direct(fd: int, on: bool) -> bool:

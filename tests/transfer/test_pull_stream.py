@@ -13,13 +13,15 @@ import os
 import random
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from layerstore.registry import RegistryClient
 from layerstore.store import Store
-from layerstore.transfer_import import Staging, _BlobFile
+from layerstore.transfer_import import SYNC_THREADS, Staging, _BlobFile, _Syncer
 from layerstore.transfer_registry import pull_image
 from layerstore.transfer_tee import BUFFER, DEPTH
 from pybuild.errors import StoreError
@@ -194,6 +196,27 @@ def test_a_blob_file_writes_whole_pages_directly_and_the_rest_as_usual(tmp_path:
         assert not out.direct and not fcntl.fcntl(out.fd, fcntl.F_GETFL) & os.O_DIRECT
         out.write(memoryview(buf)[:BUFFER], aligned=True)  # at an odd offset now: stays ordinary
     finally:
-        out.sync()
+        out.finish()
     assert (tmp_path / "blob").read_bytes() == data + data[:4096 + 100] + data[:BUFFER]
     assert (tmp_path / "blob").stat().st_mode & 0o777 == 0o444
+
+
+def test_many_staged_blobs_are_synced_by_a_few_threads(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s") as store:
+        with Staging(store) as staging:
+            staged = [staging.stage(io.BytesIO(b"blob %d" % i), what=f"blob {i}") for i in range(3 * SYNC_THREADS + 5)]
+            assert len([t for t in threading.enumerate() if t.name == "stage-sync"]) <= SYNC_THREADS
+            staging.synced()
+            assert {s.path.stat().st_mode & 0o777 for s in staged} == {0o444}
+        deadline = time.monotonic() + 30
+        while any(t.name == "stage-sync" for t in threading.enumerate()):  # they were told to stop
+            assert time.monotonic() < deadline, "sync threads still running"
+            time.sleep(0.01)
+
+
+def test_a_file_that_cannot_be_synced_is_an_error_naming_it(tmp_path: Path) -> None:
+    syncer = _Syncer()
+    syncer.submit(tmp_path / "gone")
+    with pytest.raises(StoreError, match=re.escape(f"{tmp_path / 'gone'}: cannot write it to the disk")):
+        syncer.wait()
+    syncer.close()
